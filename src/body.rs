@@ -1,0 +1,93 @@
+//! The request body: read with a limit while it streams, then checked as DigiLocker init JSON.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::{Body, Incoming};
+use serde::Deserialize;
+
+use crate::error::Reject;
+
+/// Reads the whole body, refusing it as soon as it passes `max` bytes (chunked or not) and
+/// when it has not arrived within `deadline`.
+pub async fn read_limited(body: Incoming, max: usize, deadline: Duration) -> Result<Bytes, Reject> {
+    // hyper sets the size hint from Content-Length: refuse before reading a byte.
+    if body.size_hint().lower() > max as u64 {
+        return Err(Reject::BodyTooLarge);
+    }
+    match tokio::time::timeout(deadline, Limited::new(body, max).collect()).await {
+        Err(_) => Err(Reject::BodyTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Reject::BodyTooLarge),
+        Ok(Err(_)) => Err(Reject::InvalidBody("The request body could not be read.")),
+    }
+}
+
+/// The fields of a DigiLocker init body that the gateway looks at. Other keys pass through.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct InitBody<'a> {
+    #[serde(default, borrow)]
+    pub handshake_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub callback_url: Option<Cow<'a, str>>,
+}
+
+/// A JSON object whose `handshake_id` and `callback_url`, when present, are strings or null.
+pub fn parse_init(body: &[u8]) -> Result<InitBody<'_>, Reject> {
+    // serde would also accept a JSON array for a struct; only an object is a valid body.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Reject::InvalidBody(
+            "The request body must be a JSON object.",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|_| {
+        Reject::InvalidBody(
+            "The request body must be a JSON object whose handshake_id and callback_url are strings or null.",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_bodies() {
+        assert_eq!(parse_init(b"{}").unwrap(), InitBody::default());
+        assert_eq!(
+            parse_init(b" {\"handshake_id\": null, \"x\": [1]}").unwrap(),
+            InitBody::default()
+        );
+        let b = parse_init(br#"{"handshake_id":"s-1","callback_url":"https://a/b"}"#).unwrap();
+        assert_eq!(b.handshake_id.as_deref(), Some("s-1"));
+        assert_eq!(b.callback_url.as_deref(), Some("https://a/b"));
+        let escaped = parse_init(br#"{"handshake_id":"a\"b"}"#).unwrap();
+        assert_eq!(escaped.handshake_id.as_deref(), Some("a\"b"));
+    }
+
+    #[test]
+    fn invalid_bodies() {
+        for body in [
+            &b""[..],
+            b"   ",
+            b"[]",
+            b"[null,null]",
+            b"null",
+            b"\"x\"",
+            b"{",
+            b"{} x",
+            br#"{"handshake_id":5}"#,
+            br#"{"callback_url":{}}"#,
+            br#"{"handshake_id":"a","handshake_id":"b"}"#,
+            b"\xff\xfe",
+        ] {
+            assert!(
+                parse_init(body).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

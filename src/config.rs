@@ -1,0 +1,782 @@
+//! Configuration: TOML as written (`Raw*`, every key defaulted and unknown keys refused), then
+//! validated into [`Config`], the form the rest of the gateway uses.
+//!
+//! Errors are one line naming the file, the key and the reason. Quoted values are cut out of
+//! the reason, so a secret pasted into the wrong key is never echoed back.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, Method, Uri};
+use ipnet::IpNet;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::CallbackPolicy;
+use crate::route::{self, Route};
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Listen,
+    pub admin: Admin,
+    pub upstream: Upstream,
+    pub token: TokenSource,
+    pub rate_limit: RateLimit,
+    pub policy: CallbackPolicy,
+    pub routes: Vec<Route>,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub allow_cidrs: Vec<IpNet>,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `https` only: the token never travels in clear text.
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// The base URL's path without its trailing `/`, prepended to every forwarded path.
+    pub path_prefix: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Extra trust roots (from `ca_file`), added to the webpki roots.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub pool_max_idle_per_host: usize,
+}
+
+/// Where the token comes from. The config never holds the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    pub global: Rate,
+    pub per_caller: Rate,
+    pub caller_header: HeaderName,
+    pub max_wait: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub level: tracing::level_filters::LevelFilter,
+    pub format: LogFormat,
+}
+
+/// A configuration error, printed as exactly one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    file: String,
+    key: Option<String>,
+    line: Option<usize>,
+    reason: String,
+}
+
+impl ConfigError {
+    fn new(file: &Path, key: Option<String>, line: Option<usize>, reason: &str) -> Self {
+        Self {
+            file: file.display().to_string(),
+            key: key.filter(|k| !k.is_empty() && k != "."),
+            line,
+            reason: one_line_without_values(reason),
+        }
+    }
+
+    /// An error found by validation; `reason` is ours, so its quotes are kept.
+    fn at(file: &Path, key: &str, reason: impl fmt::Display) -> Self {
+        Self {
+            file: file.display().to_string(),
+            key: Some(key.to_owned()),
+            line: None,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file)?;
+        match (&self.key, self.line) {
+            (Some(key), Some(line)) => write!(f, "{key} (line {line}): ")?,
+            (Some(key), None) => write!(f, "{key}: ")?,
+            (None, Some(line)) => write!(f, "line {line}: ")?,
+            (None, None) => {}
+        }
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Joins a message onto one line and replaces every `"quoted"` value with `"…"`.
+fn one_line_without_values(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut quoted = false;
+    for c in reason.chars() {
+        match c {
+            '"' if quoted => {
+                out.push_str("…\"");
+                quoted = false;
+            }
+            '"' => {
+                out.push('"');
+                quoted = true;
+            }
+            _ if quoted => {}
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    if quoted {
+        out.push_str("…\"");
+    }
+    out.trim().to_owned()
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, None, None, &format!("cannot read: {e}")))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates `text`; `path` names the file in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        RawConfig::parse(path, text)?.validate(path)
+    }
+}
+
+/// The TOML document as written, with defaults filled in. `check` prints this back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub listen: RawListen,
+    pub admin: RawAdmin,
+    pub upstream: RawUpstream,
+    pub token: RawToken,
+    pub rate_limit: RawRateLimit,
+    pub policy: RawPolicy,
+    pub routes: Vec<RawRoute>,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawListen {
+    pub addr: String,
+    pub allow_cidrs: Vec<String>,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    pub max_body_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8080".into(),
+            allow_cidrs: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(5),
+            max_body_bytes: 16 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub addr: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstream {
+    pub base_url: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            ca_file: None,
+            pool_max_idle_per_host: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawToken {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimit {
+    pub global: RawRate,
+    pub per_caller: RawRate,
+    pub caller_header: String,
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        Self {
+            global: RawRate {
+                per_second: 20.0,
+                burst: 40,
+            },
+            per_caller: RawRate {
+                per_second: 5.0,
+                burst: 10,
+            },
+            caller_header: "x-caller-id".into(),
+            max_wait: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicy {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub method: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "json".into(),
+        }
+    }
+}
+
+impl RawConfig {
+    /// Parses TOML; syntax and type errors become one line with the key and line number.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let line_of = |span: Option<std::ops::Range<usize>>| {
+            span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+        };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new(path, None, line_of(e.span()), e.message()))?;
+        let mut raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let e = e.into_inner();
+            ConfigError::new(path, Some(key), line_of(e.span()), e.message())
+        })?;
+        if raw.routes.is_empty() {
+            raw.routes = vec![RawRoute {
+                method: "POST".into(),
+                path: route::DIGILOCKER_INIT.into(),
+            }];
+        }
+        Ok(raw)
+    }
+
+    /// Turns the document into a [`Config`], checking what types alone cannot.
+    pub fn validate(self, path: &Path) -> Result<Config, ConfigError> {
+        let here = path.parent().unwrap_or(Path::new("."));
+        Ok(Config {
+            listen: self.listen.validate(path)?,
+            admin: Admin {
+                addr: socket_addr(path, "admin.addr", &self.admin.addr)?,
+            },
+            upstream: self.upstream.validate(path, here)?,
+            token: self.token.validate(path, here)?,
+            rate_limit: self.rate_limit.validate(path)?,
+            policy: CallbackPolicy::new(self.policy.callback_hosts.as_deref())
+                .map_err(|e| ConfigError::at(path, "policy.callback_hosts", e))?,
+            routes: validate_routes(path, &self.routes)?,
+            log: self.log.validate(path)?,
+        })
+    }
+}
+
+impl RawListen {
+    fn validate(self, path: &Path) -> Result<Listen, ConfigError> {
+        let allow_cidrs = self
+            .allow_cidrs
+            .iter()
+            .map(|c| parse_cidr(c))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                ConfigError::at(
+                    path,
+                    "listen.allow_cidrs",
+                    "each entry must be a CIDR such as \"10.0.0.0/8\" or an IP address",
+                )
+            })?;
+        if self.max_connections == 0 {
+            return Err(ConfigError::at(
+                path,
+                "listen.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::at(
+                path,
+                "listen.max_body_bytes",
+                "must be at least 1",
+            ));
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err(ConfigError::at(
+                path,
+                "listen.header_read_timeout",
+                "must be longer than 0s",
+            ));
+        }
+        Ok(Listen {
+            addr: socket_addr(path, "listen.addr", &self.addr)?,
+            allow_cidrs,
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            max_body_bytes: self.max_body_bytes,
+            shutdown_grace: self.shutdown_grace,
+        })
+    }
+}
+
+/// Accepts `10.0.0.0/8` or a bare address (a single host).
+fn parse_cidr(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+        .map(|net| net.trunc())
+}
+
+fn socket_addr(path: &Path, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError::at(
+            path,
+            key,
+            "must be an IP address and port such as \"127.0.0.1:8080\" or \"[::]:8080\"",
+        )
+    })
+}
+
+impl RawUpstream {
+    fn validate(self, path: &Path, here: &Path) -> Result<Upstream, ConfigError> {
+        let key = "upstream.base_url";
+        if self.base_url.is_empty() {
+            return Err(ConfigError::at(
+                path,
+                key,
+                "is required, e.g. \"https://verify.test.getkwikid.com\"",
+            ));
+        }
+        let uri: Uri = self
+            .base_url
+            .parse()
+            .map_err(|_| ConfigError::at(path, key, "is not a valid URL"))?;
+        let parts = uri.into_parts();
+        let scheme = parts
+            .scheme
+            .filter(|s| *s == http::uri::Scheme::HTTPS)
+            .ok_or_else(|| {
+                ConfigError::at(
+                    path,
+                    key,
+                    "must start with https:// (the token is never sent in clear text)",
+                )
+            })?;
+        let authority = parts
+            .authority
+            .filter(|a| !a.host().is_empty() && !a.as_str().contains('@'))
+            .ok_or_else(|| ConfigError::at(path, key, "must name a host and no user info"))?;
+        let path_and_query = parts.path_and_query.as_ref();
+        if path_and_query.and_then(|p| p.query()).is_some() {
+            return Err(ConfigError::at(path, key, "must not have a query string"));
+        }
+        let path_prefix = path_and_query
+            .map_or("", |p| p.path())
+            .trim_end_matches('/')
+            .to_owned();
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::at(
+                path,
+                "upstream.connect_timeout",
+                "must be longer than 0s",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::at(
+                path,
+                "upstream.request_timeout",
+                "must be longer than 0s",
+            ));
+        }
+        let extra_roots = match &self.ca_file {
+            None => Vec::new(),
+            Some(file) => read_certificates(&here.join(file))
+                .map_err(|e| ConfigError::at(path, "upstream.ca_file", e))?,
+        };
+        Ok(Upstream {
+            scheme,
+            authority,
+            path_prefix,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            extra_roots,
+            pool_max_idle_per_host: self.pool_max_idle_per_host,
+        })
+    }
+}
+
+/// Reads every PEM certificate in `file`; an empty file is an error.
+pub fn read_certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not valid PEM: {e}", file.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", file.display()));
+    }
+    Ok(certs)
+}
+
+impl RawToken {
+    fn validate(self, path: &Path, here: &Path) -> Result<TokenSource, ConfigError> {
+        match (self.env, self.file) {
+            (Some(_), Some(_)) => Err(ConfigError::at(
+                path,
+                "token",
+                "set exactly one of env and file, not both",
+            )),
+            (None, Some(file)) if file.as_os_str().is_empty() => {
+                Err(ConfigError::at(path, "token.file", "must not be empty"))
+            }
+            (None, Some(file)) => Ok(TokenSource::File(here.join(file))),
+            (Some(env), None) if env.is_empty() => {
+                Err(ConfigError::at(path, "token.env", "must not be empty"))
+            }
+            (Some(env), None) => Ok(TokenSource::Env(env)),
+            (None, None) => Ok(TokenSource::Env("KWIKID_API_TOKEN".into())),
+        }
+    }
+}
+
+impl RawRateLimit {
+    fn validate(self, path: &Path) -> Result<RateLimit, ConfigError> {
+        let caller_header =
+            HeaderName::from_bytes(self.caller_header.as_bytes()).map_err(|_| {
+                ConfigError::at(
+                    path,
+                    "rate_limit.caller_header",
+                    "is not a valid header name",
+                )
+            })?;
+        if crate::forward::is_reserved_request_header(&caller_header) {
+            return Err(ConfigError::at(
+                path,
+                "rate_limit.caller_header",
+                "must not be a credential, hop-by-hop or forwarding header",
+            ));
+        }
+        Ok(RateLimit {
+            global: self.global.validate(path, "rate_limit.global")?,
+            per_caller: self.per_caller.validate(path, "rate_limit.per_caller")?,
+            caller_header,
+            max_wait: self.max_wait,
+        })
+    }
+}
+
+impl RawRate {
+    fn validate(self, path: &Path, key: &str) -> Result<Rate, ConfigError> {
+        // 1e9/s is one permit per nanosecond, governor's finest period.
+        if !(self.per_second.is_finite() && self.per_second > 0.0 && self.per_second <= 1e9) {
+            return Err(ConfigError::at(
+                path,
+                &format!("{key}.per_second"),
+                "must be a number above 0 and at most 1000000000",
+            ));
+        }
+        if self.burst == 0 {
+            return Err(ConfigError::at(
+                path,
+                &format!("{key}.burst"),
+                "must be at least 1",
+            ));
+        }
+        Ok(Rate {
+            per_second: self.per_second,
+            burst: self.burst,
+        })
+    }
+}
+
+fn validate_routes(path: &Path, raw: &[RawRoute]) -> Result<Vec<Route>, ConfigError> {
+    let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let key = |field: &str| format!("routes[{i}].{field}");
+        let method = Method::from_bytes(r.method.as_bytes())
+            .ok()
+            .filter(|m| *m != Method::CONNECT && r.method.bytes().all(|b| b.is_ascii_uppercase()))
+            .ok_or_else(|| {
+                ConfigError::at(
+                    path,
+                    &key("method"),
+                    "must be an upper-case HTTP method other than CONNECT",
+                )
+            })?;
+        if !route::is_clean_path(&r.path) {
+            return Err(ConfigError::at(
+                path,
+                &key("path"),
+                "must start with / and have no query, //, dot segments, backslashes or percent-encoded separators",
+            ));
+        }
+        if routes
+            .iter()
+            .any(|seen| seen.method == method && seen.path == r.path)
+        {
+            return Err(ConfigError::at(
+                path,
+                &key("path"),
+                "duplicates an earlier route",
+            ));
+        }
+        routes.push(Route {
+            method,
+            path: r.path.clone(),
+        });
+    }
+    Ok(routes)
+}
+
+impl RawLog {
+    fn validate(self, path: &Path) -> Result<Log, ConfigError> {
+        let level = self
+            .level
+            .parse()
+            .ok()
+            .filter(|_| !self.level.contains(['=', ',']))
+            .ok_or_else(|| {
+                ConfigError::at(
+                    path,
+                    "log.level",
+                    "must be one of off, error, warn, info, debug, trace",
+                )
+            })?;
+        let format = match self.format.as_str() {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            _ => {
+                return Err(ConfigError::at(
+                    path,
+                    "log.format",
+                    "must be \"json\" or \"text\"",
+                ));
+            }
+        };
+        Ok(Log { level, format })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("gw.toml"), text).map_err(|e| e.to_string())
+    }
+
+    const BASE: &str = "[upstream]\nbase_url = \"https://kwikid.example\"\n";
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let c = parse(BASE).unwrap();
+        assert_eq!(c.listen.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.listen.max_body_bytes, 16384);
+        assert_eq!(c.upstream.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.upstream.path_prefix, "");
+        assert_eq!(c.token, TokenSource::Env("KWIKID_API_TOKEN".into()));
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.routes[0].path, "/verification/v2/digilocker/init");
+        assert_eq!(c.rate_limit.caller_header.as_str(), "x-caller-id");
+    }
+
+    #[test]
+    fn a_typo_names_the_key_and_line_and_suggests_the_right_one() {
+        let e = parse(&format!("{BASE}[listen]\nheader_read_timout = \"5s\"\n")).unwrap_err();
+        assert!(
+            e.starts_with("gw.toml: listen.header_read_timout (line 4): unknown field"),
+            "{e}"
+        );
+        assert!(e.contains("header_read_timeout"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn durations_are_human_strings() {
+        let c = parse(&format!("{BASE}[rate_limit]\nmax_wait = \"250ms\"\n")).unwrap();
+        assert_eq!(c.rate_limit.max_wait, Duration::from_millis(250));
+        let e = parse(&format!("{BASE}[rate_limit]\nmax_wait = \"5 parsecs\"\n")).unwrap_err();
+        assert!(
+            e.starts_with("gw.toml: rate_limit.max_wait (line 4): "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_value_in_the_wrong_place_is_never_echoed() {
+        let e = parse(&format!("{BASE}token = \"super-secret-value\"\n")).unwrap_err();
+        assert!(!e.contains("super-secret-value"), "{e}");
+        assert!(e.contains("token"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_upstreams_are_refused() {
+        let e = parse("[upstream]\nbase_url = \"http://kwikid.example\"\n").unwrap_err();
+        assert!(
+            e.contains("upstream.base_url: must start with https://"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn base_url_path_is_kept_without_trailing_slash() {
+        let c = parse("[upstream]\nbase_url = \"https://k.example/api/\"\n").unwrap();
+        assert_eq!(c.upstream.path_prefix, "/api");
+    }
+
+    #[test]
+    fn rates_must_be_positive_and_finite() {
+        for bad in ["0", "-1", "nan", "inf"] {
+            let e = parse(&format!(
+                "{BASE}[rate_limit]\nglobal = {{ per_second = {bad}, burst = 1 }}\n"
+            ))
+            .unwrap_err();
+            assert!(e.contains("rate_limit.global.per_second"), "{bad}: {e}");
+        }
+        let c = parse(&format!(
+            "{BASE}[rate_limit]\nper_caller = {{ per_second = 0.5, burst = 1 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.rate_limit.per_caller.per_second, 0.5);
+    }
+
+    #[test]
+    fn token_sources_are_exclusive() {
+        let e = parse(&format!("{BASE}[token]\nenv = \"A\"\nfile = \"/t\"\n")).unwrap_err();
+        assert!(e.contains("token: set exactly one of env and file"), "{e}");
+    }
+
+    #[test]
+    fn caller_header_cannot_be_a_credential_header() {
+        let e = parse(&format!(
+            "{BASE}[rate_limit]\ncaller_header = \"authorization\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("rate_limit.caller_header"), "{e}");
+    }
+
+    #[test]
+    fn routes_must_be_clean() {
+        let e = parse(&format!(
+            "{BASE}[[routes]]\nmethod = \"POST\"\npath = \"/a/../b\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("routes[0].path"), "{e}");
+        let e = parse(&format!(
+            "{BASE}[[routes]]\nmethod = \"CONNECT\"\npath = \"/a\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("routes[0].method"), "{e}");
+    }
+
+    #[test]
+    fn log_level_is_a_bare_level() {
+        assert!(parse(&format!("{BASE}[log]\nlevel = \"trace\"\n")).is_ok());
+        let e = parse(&format!("{BASE}[log]\nlevel = \"hyper=trace\"\n")).unwrap_err();
+        assert!(e.contains("log.level"), "{e}");
+    }
+
+    #[test]
+    fn quoted_values_are_cut_from_reasons() {
+        assert_eq!(
+            one_line_without_values("invalid type: string \"abc\", expected u32\nmore"),
+            "invalid type: string \"…\", expected u32 more"
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! kwikid-gateway: the one process that holds the KwikID API token.
+//!
+//! Trusted internal callers send `POST /verification/v2/digilocker/init` without credentials;
+//! the gateway checks them, rate-limits them, attaches `Authorization: Bearer <token>` and
+//! forwards to KwikID over HTTPS, answering with KwikID's response unchanged.
+//!
+//! # Layout
+//!
+//! Follow one request top to bottom by reading [`stack`]; each step lives in its own module.
+//!
+//! - [`config`]      raw TOML → validated [`config::Config`], one-line errors naming the key
+//! - [`secret`]      the token: redacting, zeroized, fingerprinted, swappable on reload
+//! - [`server`]      accept loop, connection cap, graceful drain
+//! - [`stack`]       the request pipeline, one step per line
+//! - [`trusted`]     caller allow-list and caller identity
+//! - [`route`]       path hygiene and the exact route allowlist
+//! - [`body`]        streaming size limit and JSON validation
+//! - [`policy`]      `callback_url` host policy
+//! - [`rate_limit`]  per-caller and global buckets, upstream 429 hold
+//! - [`forward`]     header sanitising and the upstream request
+//! - [`upstream`]    the pooled rustls client
+//! - [`access_log`]  one JSON line per request; the scrubbing lives here
+//! - [`error`]       every answer the gateway makes itself
+//! - [`logging`]     operational logs on stderr
+//! - [`demo`]        `kwikid-gateway demo`
+//! - [`mock`]        the mock KwikID used by the demo, tests and benchmarks
+
+pub mod access_log;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod forward;
+pub mod logging;
+pub mod mock;
+pub mod policy;
+pub mod rate_limit;
+pub mod route;
+pub mod secret;
+pub mod server;
+pub mod stack;
+pub mod tls;
+pub mod trusted;
+pub mod upstream;
+
+pub use server::{Gateway, serve};

@@ -1,0 +1,148 @@
+//! `kwikid-gateway`: run the gateway, check a config, or try it with `demo`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kwikid_gateway::access_log::AccessLog;
+use kwikid_gateway::config::{Config, RawConfig};
+use kwikid_gateway::secret::Token;
+use kwikid_gateway::{Gateway, logging, server};
+
+/// A reverse proxy that holds the KwikID API token so your services never do.
+///
+/// Trusted internal callers POST /verification/v2/digilocker/init without credentials; the
+/// gateway checks them, rate-limits them, attaches `Authorization: Bearer <token>` and forwards
+/// to KwikID over HTTPS, answering with KwikID's response unchanged. The access log (stdout)
+/// never contains the token or the redirection_url.
+///
+/// Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad usage or bad config.
+#[derive(Parser)]
+#[command(
+    name = "kwikid-gateway",
+    version,
+    after_help = "Try it with no KwikID account: kwikid-gateway demo"
+)]
+struct Cli {
+    /// The TOML config file.
+    #[arg(
+        long,
+        global = true,
+        env = "KWIKID_GATEWAY_CONFIG",
+        default_value = "config.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and the token source, print the effective config (token redacted).
+    Check,
+    /// Start a mock KwikID and the gateway on loopback, send one init, then serve until Ctrl-C.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    match cli.command {
+        None => run(&cli.config),
+        Some(Command::Check) => check(&cli.config),
+        Some(Command::Demo) => runtime().map_or(ExitCode::from(1), |rt| {
+            rt.block_on(kwikid_gateway::demo::run())
+        }),
+    }
+}
+
+/// A bad config or token: one line on stderr, exit 2.
+fn bad_config(line: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{line}");
+    ExitCode::from(2)
+}
+
+fn load(path: &Path) -> Result<(RawConfig, Config, Token), ExitCode> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad_config(format!("{}: cannot read: {e}", path.display())))?;
+    let raw = RawConfig::parse(path, &text).map_err(bad_config)?;
+    let config = raw.clone().validate(path).map_err(bad_config)?;
+    let token = Token::read(&config.token)
+        .map_err(|e| bad_config(format!("{}: token: {e}", path.display())))?;
+    Ok((raw, config, token))
+}
+
+fn check(path: &Path) -> ExitCode {
+    let (raw, _config, token) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let effective = match toml::to_string(&raw) {
+        Ok(text) => text,
+        Err(e) => {
+            return bad_config(format!(
+                "{}: cannot print the effective config: {e}",
+                path.display()
+            ));
+        }
+    };
+    println!("# {}: OK", path.display());
+    println!("# token: {token} (token_id {})", token.fingerprint());
+    print!("{effective}");
+    ExitCode::SUCCESS
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("kwikid-gateway: cannot start the runtime: {e}"))
+        .ok()
+}
+
+fn run(path: &Path) -> ExitCode {
+    let (_raw, config, token) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    logging::init(&config.log);
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(1);
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(config.listen.addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(addr = %config.listen.addr, error = %e, "cannot listen");
+                return ExitCode::from(1);
+            }
+        };
+        let gateway = match Gateway::new(config, &token, AccessLog::stdout()) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up TLS to the upstream");
+                return ExitCode::from(1);
+            }
+        };
+        drop(token);
+        let proxy_addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(
+            proxy_addr,
+            upstream = gateway.config.upstream.authority.as_str(),
+            token_id = gateway.token.current().fingerprint.as_str(),
+            "kwikid-gateway listening"
+        );
+        server::serve(listener, gateway.clone(), server::shutdown_signal()).await;
+        gateway.access_log.close();
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,150 @@
+//! The route allowlist: exact method and path, after refusing any path whose meaning could
+//! change on the way (dot segments, `//`, backslashes, percent-encoded separators).
+//!
+//! Routes are compared as exact strings, so nothing is ever decoded.
+
+use http::{HeaderValue, Method, Request};
+
+/// KwikID's DigiLocker init call, the default and usually only route.
+pub const DIGILOCKER_INIT: &str = "/verification/v2/digilocker/init";
+
+/// One allowed `(method, path)` pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: Method,
+    pub path: String,
+}
+
+/// Why a request matched no route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Miss {
+    /// No route has this path (or the path is not clean, or the target is not origin-form).
+    NoRoute,
+    /// The path is routed, for these methods only.
+    MethodNotAllowed(HeaderValue),
+}
+
+/// Finds the route for a request; `Ok` carries the route's index.
+pub fn match_route<B>(routes: &[Route], req: &Request<B>) -> Result<usize, Miss> {
+    let uri = req.uri();
+    // Absolute-form (`POST http://evil/…`) and authority-form targets never pick an upstream.
+    if uri.scheme().is_some() || uri.authority().is_some() || req.method() == Method::CONNECT {
+        return Err(Miss::NoRoute);
+    }
+    let path = uri.path();
+    if !is_clean_path(path) {
+        return Err(Miss::NoRoute);
+    }
+    let mut allowed: Option<String> = None;
+    for (index, route) in routes.iter().enumerate() {
+        if route.path != path {
+            continue;
+        }
+        if route.method == req.method() {
+            return Ok(index);
+        }
+        let list = allowed.get_or_insert_with(String::new);
+        if !list.is_empty() {
+            list.push_str(", ");
+        }
+        list.push_str(route.method.as_str());
+    }
+    match allowed.and_then(|list| HeaderValue::from_str(&list).ok()) {
+        Some(allow) => Err(Miss::MethodNotAllowed(allow)),
+        None => Err(Miss::NoRoute),
+    }
+}
+
+/// A path starts with `/` and has no empty, `.` or `..` segment, no `\`, no query or
+/// fragment, and no percent-encoded `/`, `\` or `.`.
+pub fn is_clean_path(path: &str) -> bool {
+    if !path.starts_with('/') || path.contains(['\\', '?', '#']) {
+        return false;
+    }
+    let bytes = path.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'%' {
+            let encoded = bytes.get(i + 1..i + 3).map(|h| h.to_ascii_lowercase());
+            if matches!(encoded.as_deref(), Some(b"2f" | b"5c" | b"2e")) {
+                return false;
+            }
+        }
+    }
+    if path == "/" {
+        return true;
+    }
+    path[1..]
+        .split('/')
+        .all(|segment| !matches!(segment, "" | "." | ".."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes() -> Vec<Route> {
+        vec![Route {
+            method: Method::POST,
+            path: DIGILOCKER_INIT.into(),
+        }]
+    }
+
+    fn req(method: &str, target: &str) -> Request<()> {
+        Request::builder()
+            .method(method)
+            .uri(target)
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn exact_route_matches_and_query_is_ignored() {
+        assert_eq!(match_route(&routes(), &req("POST", DIGILOCKER_INIT)), Ok(0));
+        assert_eq!(
+            match_route(&routes(), &req("POST", &format!("{DIGILOCKER_INIT}?a=1"))),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn other_method_on_a_routed_path_is_405_with_allow() {
+        let miss = match_route(&routes(), &req("GET", DIGILOCKER_INIT)).unwrap_err();
+        assert_eq!(
+            miss,
+            Miss::MethodNotAllowed(HeaderValue::from_static("POST"))
+        );
+    }
+
+    #[test]
+    fn tricky_paths_are_not_routed() {
+        for target in [
+            "/verification/v2/digilocker/init/",
+            "/verification/v2/digilocker/./init",
+            "/verification/v2/x/../digilocker/init",
+            "//verification/v2/digilocker/init",
+            "/verification/v2//digilocker/init",
+            "/verification/v2/digilocker%2finit",
+            "/verification/v2/digilocker%2Finit",
+            "/verification/v2/digilocker/%2e%2e/init",
+            "/verification/v2/digilocker%5cinit",
+            "/VERIFICATION/v2/digilocker/init",
+            "http://evil.example/verification/v2/digilocker/init",
+        ] {
+            assert_eq!(
+                match_route(&routes(), &req("POST", target)),
+                Err(Miss::NoRoute),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn connect_is_never_routed() {
+        let r = Request::builder()
+            .method("CONNECT")
+            .uri("evil.example:443")
+            .body(())
+            .unwrap();
+        assert_eq!(match_route(&routes(), &r), Err(Miss::NoRoute));
+    }
+}

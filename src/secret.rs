@@ -1,0 +1,245 @@
+//! The KwikID token: read once from its source, turned into a ready `Authorization` header, and
+//! otherwise never touched.
+//!
+//! [`Token`] prints `[REDACTED]` and is zeroed on drop. What the request path holds is a
+//! [`LoadedToken`]: the prebuilt sensitive header plus the token's fingerprint, swapped as one
+//! value when the token is reloaded.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::config::TokenSource;
+
+/// The API token. Neither `Debug` nor `Display` reveals it; it has no `Serialize`.
+#[derive(Clone)]
+pub struct Token(SecretString);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// Why a token could not be loaded. The messages never contain the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    EnvMissing(String),
+    FileUnreadable(String),
+    Empty,
+    NotAHeaderValue,
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EnvMissing(name) => {
+                write!(f, "environment variable {name} is not set or not UTF-8")
+            }
+            Self::FileUnreadable(why) => write!(f, "token file cannot be read: {why}"),
+            Self::Empty => f.write_str("token is empty"),
+            Self::NotAHeaderValue => f.write_str(
+                "token is not a valid header value (it must be visible ASCII without spaces)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+impl Token {
+    /// Trims trailing line endings and refuses what cannot go into `Bearer <token>`.
+    pub fn new(raw: String) -> Result<Self, TokenError> {
+        let mut raw = Zeroizing::new(raw);
+        let len = raw.trim_end_matches(['\r', '\n']).len();
+        raw.truncate(len);
+        if raw.is_empty() {
+            return Err(TokenError::Empty);
+        }
+        if !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(TokenError::NotAHeaderValue);
+        }
+        Ok(Self(SecretString::from(std::mem::take(&mut *raw))))
+    }
+
+    /// Reads the token from its configured source.
+    pub fn read(source: &TokenSource) -> Result<Self, TokenError> {
+        match source {
+            TokenSource::Env(name) => match std::env::var(name) {
+                Ok(value) => Self::new(value),
+                Err(_) => Err(TokenError::EnvMissing(name.clone())),
+            },
+            TokenSource::File(path) => {
+                let bytes =
+                    Zeroizing::new(std::fs::read(path).map_err(|e| {
+                        TokenError::FileUnreadable(format!("{}: {e}", path.display()))
+                    })?);
+                let text = std::str::from_utf8(&bytes).map_err(|_| TokenError::NotAHeaderValue)?;
+                Self::new(text.to_owned())
+            }
+        }
+    }
+
+    /// The operator-visible name of this token: the first 8 hex characters of
+    /// SHA-256 over `"kwikid-gateway:" + token`.
+    pub fn fingerprint(&self) -> String {
+        let digest = Sha256::new()
+            .chain_update(b"kwikid-gateway:")
+            .chain_update(self.0.expose_secret().as_bytes())
+            .finalize();
+        digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// `Bearer <token>` as a header value marked sensitive.
+    fn bearer_header(&self) -> HeaderValue {
+        let mut bytes = Zeroizing::new(Vec::with_capacity(7 + self.0.expose_secret().len()));
+        bytes.extend_from_slice(b"Bearer ");
+        bytes.extend_from_slice(self.0.expose_secret().as_bytes());
+        let mut value =
+            HeaderValue::from_bytes(&bytes).expect("visible ASCII was checked in Token::new");
+        value.set_sensitive(true);
+        value
+    }
+
+    /// Byte strings that would reveal this token if they appeared in output: the token, its
+    /// base64, and the base64 of `Bearer <token>` (the form `redirection_url` carries).
+    pub fn revealing_forms(&self) -> Vec<Zeroizing<Vec<u8>>> {
+        use base64::Engine;
+        let token = self.0.expose_secret().as_bytes();
+        let b64 = |bytes: &[u8]| {
+            let mut s = base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into_bytes();
+            // A trailing '=' depends on what follows; match the unpadded stem.
+            while s.last() == Some(&b'=') {
+                s.pop();
+            }
+            Zeroizing::new(s)
+        };
+        let bearer = Zeroizing::new([b"Bearer ".as_slice(), token].concat());
+        vec![Zeroizing::new(token.to_vec()), b64(token), b64(&bearer)]
+    }
+}
+
+/// A token ready for the request path.
+pub struct LoadedToken {
+    /// `Authorization: Bearer <token>`, built once, marked sensitive.
+    pub header: HeaderValue,
+    /// See [`Token::fingerprint`]; safe to log.
+    pub fingerprint: String,
+    /// When this token was loaded, for the token-age metric.
+    pub loaded_at: Instant,
+    /// See [`Token::revealing_forms`]; the access log refuses fields that contain one.
+    revealing: Vec<Zeroizing<Vec<u8>>>,
+}
+
+impl LoadedToken {
+    pub fn new(token: &Token) -> Self {
+        Self {
+            header: token.bearer_header(),
+            fingerprint: token.fingerprint(),
+            loaded_at: Instant::now(),
+            revealing: token.revealing_forms(),
+        }
+    }
+
+    /// Whether `text` contains the token in any of its revealing forms.
+    pub fn is_revealed_in(&self, text: &[u8]) -> bool {
+        self.revealing
+            .iter()
+            .any(|needle| text.windows(needle.len()).any(|w| w == needle.as_slice()))
+    }
+}
+
+impl fmt::Debug for LoadedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedToken")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The token in use, swapped atomically when it is reloaded.
+pub struct TokenStore {
+    current: ArcSwap<LoadedToken>,
+}
+
+impl TokenStore {
+    pub fn new(token: &Token) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(LoadedToken::new(token)),
+        }
+    }
+
+    pub fn current(&self) -> Arc<LoadedToken> {
+        self.current.load_full()
+    }
+
+    /// Replaces the token; returns the new fingerprint.
+    pub fn replace(&self, token: &Token) -> String {
+        let loaded = LoadedToken::new(token);
+        let fingerprint = loaded.fingerprint.clone();
+        self.current.store(Arc::new(loaded));
+        fingerprint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_are_redacted() {
+        let t = Token::new("s3cr3t-token".into()).unwrap();
+        assert_eq!(format!("{t:?}"), "[REDACTED]");
+        assert_eq!(format!("{t}"), "[REDACTED]");
+        let loaded = LoadedToken::new(&t);
+        assert!(!format!("{loaded:?}").contains("s3cr3t"));
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, loaded.header.clone());
+        assert!(!format!("{headers:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn trailing_newlines_are_trimmed_and_empty_refused() {
+        let t = Token::new("abc\r\n".into()).unwrap();
+        assert_eq!(LoadedToken::new(&t).header.to_str().unwrap(), "Bearer abc");
+        assert_eq!(Token::new("\n".into()).unwrap_err(), TokenError::Empty);
+    }
+
+    #[test]
+    fn invalid_header_values_are_refused_without_echo() {
+        for bad in ["a b", "a\nb", "tok\u{e9}n", "a\tb"] {
+            let e = Token::new(bad.into()).unwrap_err();
+            assert_eq!(e, TokenError::NotAHeaderValue);
+            assert!(!e.to_string().contains(bad));
+        }
+    }
+
+    #[test]
+    fn fingerprint_is_sha256_of_prefixed_token() {
+        // printf 'kwikid-gateway:abc' | sha256sum
+        let t = Token::new("abc".into()).unwrap();
+        assert_eq!(t.fingerprint(), "b01eb90d");
+    }
+
+    #[test]
+    fn revealing_forms_are_detected() {
+        let loaded = LoadedToken::new(&Token::new("tok-123".into()).unwrap());
+        assert!(loaded.is_revealed_in(b"x tok-123 y"));
+        assert!(loaded.is_revealed_in(b"QmVhcmVyIHRvay0xMjM=")); // base64("Bearer tok-123")
+        assert!(!loaded.is_revealed_in(b"tok-12"));
+    }
+}

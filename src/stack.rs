@@ -1,0 +1,215 @@
+//! The request pipeline. Read top to bottom, it is the whole life of one request: every step
+//! refuses what it must before the next one looks, and nothing is sent to KwikID until every
+//! check has passed (pingora's phase order: trust, route, body, limits, then forward).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use crate::access_log::AccessRecord;
+use crate::error::Reject;
+use crate::server::Gateway;
+use crate::{body, forward, rate_limit, route, trusted};
+
+const X_REQUEST_ID: &str = "x-request-id";
+
+/// What the server knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// Whether `addr` is in `listen.allow_cidrs`, decided once per connection.
+    pub trusted: bool,
+}
+
+/// What one request did, for the access log.
+#[derive(Default)]
+struct Trail {
+    upstream_status: Option<u16>,
+    upstream_ms: Option<f64>,
+    bytes_in: usize,
+    handshake_id: Option<String>,
+}
+
+impl Gateway {
+    /// Answers one request, records it, and never fails: every refusal is a response.
+    pub async fn handle(&self, req: Request<Incoming>, peer: Peer) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let request_id = request_id(req.headers().get(X_REQUEST_ID));
+        let caller = trusted::caller_name(
+            req.headers(),
+            &self.config.rate_limit.caller_header,
+            peer.addr,
+        );
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let mut trail = Trail::default();
+
+        let (mut response, outcome) = match self
+            .pipeline(req, peer, &caller, &request_id, &mut trail)
+            .await
+        {
+            Ok(response) => (response, "forwarded"),
+            Err(reject) => {
+                let code = reject.code();
+                (reject.into_response(), code)
+            }
+        };
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, request_id.clone());
+
+        let token = self.token.current();
+        self.access_log.write(
+            &AccessRecord {
+                request_id: request_id.to_str().unwrap_or_default(),
+                caller: &caller,
+                peer: peer.addr,
+                method: method.as_str(),
+                path: &path,
+                status: response.status().as_u16(),
+                upstream_status: trail.upstream_status,
+                outcome,
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                upstream_ms: trail.upstream_ms,
+                bytes_in: trail.bytes_in,
+                bytes_out: hyper::body::Body::size_hint(response.body())
+                    .exact()
+                    .unwrap_or(0) as usize,
+                handshake_id: trail.handshake_id.as_deref(),
+            },
+            &token,
+        );
+        response
+    }
+
+    async fn pipeline(
+        &self,
+        req: Request<Incoming>,
+        peer: Peer,
+        caller: &str,
+        request_id: &HeaderValue,
+        trail: &mut Trail,
+    ) -> Result<Response<Full<Bytes>>, Reject> {
+        let config = &self.config;
+
+        // 1. Trust: the peer address, decided before anything the caller wrote is looked at.
+        if !peer.trusted {
+            return Err(Reject::CallerNotAllowed);
+        }
+
+        // 2. Route: exact method and path; absolute-form targets and CONNECT never match.
+        route::match_route(&config.routes, &req).map_err(|miss| match miss {
+            route::Miss::NoRoute => Reject::NoRoute,
+            route::Miss::MethodNotAllowed(allow) => Reject::MethodNotAllowed { allow },
+        })?;
+
+        // 3. Body: limited while it streams, so an oversized body is never buffered.
+        let (parts, incoming) = req.into_parts();
+        let body = body::read_limited(
+            incoming,
+            config.listen.max_body_bytes,
+            config.upstream.request_timeout,
+        )
+        .await?;
+        trail.bytes_in = body.len();
+
+        // 4. JSON: an object whose handshake_id / callback_url are strings or null.
+        let init = body::parse_init(&body)?;
+        trail.handshake_id = init.handshake_id.as_deref().map(str::to_owned);
+
+        // 5. Policy: where KwikID may send the user back to.
+        if !config.policy.allows(init.callback_url.as_deref()) {
+            return Err(Reject::CallbackNotAllowed);
+        }
+
+        // 6. Rate limits: the caller's share, then the account's ceiling.
+        self.limits.acquire(caller).await.map_err(|limited| {
+            tracing::debug!(scope = limited.scope.as_str(), "rate limited");
+            Reject::RateLimited {
+                retry_after_secs: limited.retry_after_secs,
+            }
+        })?;
+
+        // 7. Forward: caller credentials and topology stripped, the token inserted, one
+        //    deadline over the whole exchange.
+        let mut headers =
+            forward::request_headers(&parts.headers, &config.rate_limit.caller_header);
+        headers.insert(X_REQUEST_ID, request_id.clone());
+        let authorization = self.token.current().header.clone();
+        let sent = Instant::now();
+        let answer = self
+            .upstream
+            .send(
+                &parts.method,
+                parts.uri.path(),
+                parts.uri.query(),
+                headers,
+                authorization,
+                body,
+            )
+            .await;
+        trail.upstream_ms = Some(sent.elapsed().as_secs_f64() * 1000.0);
+        let answer = answer.map_err(|e| {
+            tracing::warn!(
+                request_id = request_id.to_str().unwrap_or_default(),
+                kind = e.kind(),
+                "upstream request failed"
+            );
+            match e {
+                crate::upstream::UpstreamError::Timeout => Reject::UpstreamTimeout,
+                _ => Reject::UpstreamUnavailable,
+            }
+        })?;
+
+        // 8. Answer: KwikID's status, headers (less hop-by-hop) and body, unchanged.
+        let (mut parts, bytes) = answer.into_parts();
+        trail.upstream_status = Some(parts.status.as_u16());
+        if parts.status == http::StatusCode::TOO_MANY_REQUESTS {
+            let hold =
+                rate_limit::upstream_retry_after(parts.headers.get(http::header::RETRY_AFTER));
+            tracing::warn!(
+                hold_secs = hold.as_secs(),
+                "KwikID answered 429; holding the global bucket closed"
+            );
+            self.limits.hold_after_upstream_429(hold);
+        }
+        forward::strip_response_headers(&mut parts.headers);
+        Ok(Response::from_parts(parts, Full::new(bytes)))
+    }
+}
+
+/// The caller's `x-request-id` when it is 1–128 visible ASCII characters, else a new ULID.
+fn request_id(sent: Option<&HeaderValue>) -> HeaderValue {
+    sent.filter(|v| {
+        !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic)
+    })
+    .cloned()
+    .unwrap_or_else(|| {
+        HeaderValue::from_str(&ulid::Ulid::generate().to_string())
+            .expect("a ULID is a valid header value")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sane_request_ids_are_kept_others_replaced() {
+        let kept = request_id(Some(&HeaderValue::from_static("abc-123")));
+        assert_eq!(kept, "abc-123");
+        for bad in ["", "has space"] {
+            let replaced = request_id(Some(&HeaderValue::from_str(bad).unwrap()));
+            assert_eq!(replaced.len(), 26, "{bad}");
+        }
+        assert_eq!(
+            request_id(Some(&HeaderValue::from_str(&"a".repeat(129)).unwrap())).len(),
+            26
+        );
+        assert_eq!(request_id(None).len(), 26);
+    }
+}

@@ -1,0 +1,54 @@
+//! Who may call, and what the caller is called.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::{HeaderMap, HeaderName};
+use ipnet::IpNet;
+
+/// Longest caller id taken from the caller header; longer ones are ignored.
+const MAX_CALLER_ID: usize = 128;
+
+/// Whether `peer` is inside one of the trusted networks. IPv4-mapped IPv6 peers
+/// (`::ffff:10.1.2.3`, from a dual-stack listener) match IPv4 networks.
+pub fn is_trusted(allow: &[IpNet], peer: IpAddr) -> bool {
+    let peer = peer.to_canonical();
+    allow.iter().any(|net| net.contains(&peer))
+}
+
+/// The caller's name, as the per-caller bucket keys it and the access log shows it: the
+/// caller header when it holds 1–128 visible ASCII characters, else the peer's IP address.
+pub fn caller_name(headers: &HeaderMap, caller_header: &HeaderName, peer: SocketAddr) -> String {
+    headers
+        .get(caller_header)
+        .map(|v| v.as_bytes())
+        .filter(|v| !v.is_empty() && v.len() <= MAX_CALLER_ID && v.iter().all(u8::is_ascii_graphic))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map_or_else(|| peer.ip().to_canonical().to_string(), str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_ipv4_matches_ipv4_networks() {
+        let allow: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert!(is_trusted(&allow, "::ffff:10.1.2.3".parse().unwrap()));
+        assert!(is_trusted(&allow, "10.1.2.3".parse().unwrap()));
+        assert!(!is_trusted(&allow, "11.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn caller_header_names_the_caller_unless_it_is_unusable() {
+        let header = HeaderName::from_static("x-caller-id");
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(caller_name(&h, &header, peer), "127.0.0.1");
+        h.insert(&header, "orders-svc".parse().unwrap());
+        assert_eq!(caller_name(&h, &header, peer), "orders-svc");
+        h.insert(&header, "x".repeat(129).parse().unwrap());
+        assert_eq!(caller_name(&h, &header, peer), "127.0.0.1");
+        h.insert(&header, "a b".parse().unwrap());
+        assert_eq!(caller_name(&h, &header, peer), "127.0.0.1");
+    }
+}
