@@ -1,0 +1,369 @@
+//! Real servers for the integration tests: the mock KwikID in-process (HTTPS, throwaway CA,
+//! OS-chosen loopback port) and the gateway as its real binary, with stdout and stderr
+//! captured line by line. Readiness is awaited from the gateway's own start-up log line.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use kwikid_gateway::mock::Mock;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The token the gateway holds and the mock accepts. Tests assert it never shows.
+pub const TOKEN: &str = "kwk_live_Zm9vYmFyLXNlY3JldC10b2tlbg-7f3a9c1e5b";
+pub const INIT: &str = "/verification/v2/digilocker/init";
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "kwikid-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The mock KwikID over HTTPS with a throwaway CA written to a file for `upstream.ca_file`.
+pub struct Upstream {
+    pub mock: Mock,
+    pub ca_file: PathBuf,
+    pub ca_pem: String,
+    _scratch: Scratch,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> Self {
+        let cert = kwikid_gateway::tls::throwaway_server_cert(&["localhost", "127.0.0.1"]).unwrap();
+        let scratch = Scratch::new();
+        let ca_file = scratch.write("ca.pem", &cert.ca_pem);
+        let tls = kwikid_gateway::tls::server_config(cert.chain, cert.key).unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let mock = Mock::start(listener, TOKEN, Some(tls), true).unwrap();
+        Self {
+            mock,
+            ca_file,
+            ca_pem: cert.ca_pem,
+            _scratch: scratch,
+        }
+    }
+
+    /// A config for a gateway in front of this mock; `extra` is appended (TOML).
+    pub fn config(&self, extra: &str) -> String {
+        config_for(
+            &format!("https://localhost:{}", self.mock.addr.port()),
+            &self.ca_file,
+            extra,
+        )
+    }
+}
+
+/// A test config: loopback, OS-chosen ports, generous limits unless `extra` says otherwise.
+pub fn config_for(base_url: &str, ca_file: &Path, extra: &str) -> String {
+    let has = |table: &str| extra.contains(&format!("[{table}]"));
+    let mut c = String::new();
+    if !has("listen") {
+        c.push_str("[listen]\naddr = \"127.0.0.1:0\"\n");
+    }
+    if !has("admin") {
+        c.push_str("[admin]\naddr = \"127.0.0.1:0\"\n");
+    }
+    if !has("upstream") {
+        c.push_str(&format!(
+            "[upstream]\nbase_url = \"{base_url}\"\nca_file = \"{}\"\nconnect_timeout = \"1s\"\nrequest_timeout = \"2s\"\n",
+            ca_file.display()
+        ));
+    }
+    if !has("rate_limit") {
+        c.push_str("[rate_limit]\nglobal = { per_second = 10000, burst = 10000 }\nper_caller = { per_second = 10000, burst = 10000 }\n");
+    }
+    c.push_str(extra);
+    c
+}
+
+/// Lines a child process wrote, with a way to wait for more.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl Lines {
+    fn follow(self, stream: impl std::io::Read + Send + 'static) {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let (lines, ready) = &*self.0;
+                lines.lock().unwrap().push(line);
+                ready.notify_all();
+            }
+        });
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.0.0.lock().unwrap().clone()
+    }
+
+    pub fn text(&self) -> String {
+        self.all().join("\n")
+    }
+
+    /// Waits until a line satisfies `pred`, and returns it.
+    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        let (lines, ready) = &*self.0;
+        let mut guard = lines.lock().unwrap();
+        loop {
+            if let Some(line) = guard.iter().find(|l| pred(l)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; lines so far:\n{}",
+                guard.join("\n")
+            );
+            guard = ready.wait_timeout(guard, left).unwrap().0;
+        }
+    }
+
+    /// Waits until at least `n` lines have arrived.
+    pub fn wait_count(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let (lines, ready) = &*self.0;
+        let mut guard = lines.lock().unwrap();
+        while guard.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {n} lines; got:\n{}",
+                guard.join("\n")
+            );
+            guard = ready.wait_timeout(guard, left).unwrap().0;
+        }
+        guard.clone()
+    }
+}
+
+/// The gateway binary, running.
+pub struct Gateway {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stdout: Lines,
+    pub stderr: Lines,
+    pub config_path: PathBuf,
+    pub scratch: Scratch,
+}
+
+pub fn gateway_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kwikid-gateway"))
+}
+
+impl Gateway {
+    /// Starts the gateway with `config` (TOML) and the test token in `KWIKID_API_TOKEN`, and
+    /// waits for its start-up line.
+    pub fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[("KWIKID_API_TOKEN", TOKEN)])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        let scratch = Scratch::new();
+        let config_path = scratch.write("gateway.toml", config);
+        let mut cmd = gateway_bin();
+        cmd.arg("--config")
+            .arg(&config_path)
+            .env_remove("KWIKID_API_TOKEN")
+            .env_remove("KWIKID_GATEWAY_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start kwikid-gateway");
+        let stdout = Lines::default();
+        let stderr = Lines::default();
+        stdout.clone().follow(child.stdout.take().unwrap());
+        stderr.clone().follow(child.stderr.take().unwrap());
+        let line = stderr.wait_for("the start-up line", Duration::from_secs(30), |l| {
+            l.contains("\"proxy_addr\"")
+        });
+        let json: serde_json::Value = serde_json::from_str(&line).expect("start-up line is JSON");
+        let addr = json["proxy_addr"].as_str().unwrap().parse().unwrap();
+        Self {
+            child,
+            addr,
+            stdout,
+            stderr,
+            config_path,
+            scratch,
+        }
+    }
+
+    /// The access-log lines so far, parsed.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .all()
+            .iter()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("access log line is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    /// Waits for the `n`th access-log line (1-based) and returns it parsed.
+    pub fn access_line(&self, n: usize) -> serde_json::Value {
+        let lines = self.stdout.wait_count(n, Duration::from_secs(10));
+        serde_json::from_str(&lines[n - 1]).unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response as the caller sees it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The gateway's own error code, if it answered itself.
+    pub fn gateway_error(&self) -> Option<&str> {
+        self.headers
+            .get("x-gateway-error")
+            .map(|v| v.to_str().unwrap())
+    }
+
+    /// Asserts a gateway error: status, code header and a JSON `{"error": "..."}` body.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
+        assert_eq!(self.gateway_error(), Some(code), "body: {}", self.text());
+        assert_eq!(self.headers["content-type"], "application/json");
+        let json = self.json();
+        assert!(
+            json["error"].as_str().is_some_and(|s| !s.is_empty()),
+            "{json}"
+        );
+        assert_eq!(json.as_object().unwrap().len(), 1, "{json}");
+    }
+}
+
+/// Sends one request on a new connection; the target is kept byte for byte.
+pub async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Answer {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
+        .await
+        .expect("an answer within 20 s")
+        .expect("an HTTP answer");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A POST of `body` to `target` with these extra headers.
+pub fn post(target: &str, body: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut builder = Request::post(target)
+        .header("host", "gateway.internal")
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    builder
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+/// The usual init call.
+pub async fn init(addr: SocketAddr, body: &str) -> Answer {
+    send(addr, post(INIT, body, &[])).await
+}
+
+/// Writes raw bytes and reads until the server closes (or 10 s pass).
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw answer.
+pub fn raw_status(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
