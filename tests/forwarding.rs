@@ -26,7 +26,7 @@ async fn init_is_forwarded_with_the_token_and_answered_unchanged() {
 
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert!(answer.gateway_error().is_none());
-    let received = upstream.mock.received();
+    let received = upstream.mock().received();
     assert_eq!(received.len(), 1);
     let seen = &received[0];
     assert_eq!(
@@ -39,7 +39,7 @@ async fn init_is_forwarded_with_the_token_and_answered_unchanged() {
     assert_eq!(auth, [&format!("Bearer {TOKEN}")]);
     assert_eq!(
         seen.headers["host"],
-        format!("localhost:{}", upstream.mock.addr.port())
+        format!("localhost:{}", upstream.mock().addr.port())
     );
 
     // The caller gets exactly what the mock made for this request.
@@ -107,7 +107,7 @@ async fn caller_credentials_and_topology_are_stripped() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
-    let seen = &upstream.mock.received()[0];
+    let seen = &upstream.mock().received()[0];
     for gone in [
         "proxy-authorization",
         "cookie",
@@ -149,13 +149,13 @@ async fn never_an_open_proxy() {
     let answer = send(gw.addr, req).await;
     assert_eq!(answer.status, 200);
     assert_eq!(
-        upstream.mock.received()[0].headers["host"],
-        format!("localhost:{}", upstream.mock.addr.port())
+        upstream.mock().received()[0].headers["host"],
+        format!("localhost:{}", upstream.mock().addr.port())
     );
 
     let absolute = format!(
         "POST http://127.0.0.1:{}{INIT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
-        upstream.mock.addr.port()
+        upstream.mock().addr.port()
     );
     let answer = raw(gw.addr, absolute.as_bytes()).await;
     assert_eq!(raw_status(&answer), 404, "{answer}");
@@ -163,12 +163,12 @@ async fn never_an_open_proxy() {
 
     let connect = format!(
         "CONNECT 127.0.0.1:{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-        upstream.mock.addr.port()
+        upstream.mock().addr.port()
     );
     let answer = raw(gw.addr, connect.as_bytes()).await;
     assert_eq!(raw_status(&answer), 404, "{answer}");
     assert_eq!(
-        upstream.mock.received().len(),
+        upstream.mock().received().len(),
         1,
         "nothing else reached the upstream"
     );
@@ -220,5 +220,5 @@ async fn keep_alive_connections_carry_many_requests() {
             .await
             .unwrap();
     }
-    assert_eq!(upstream.mock.received().len(), 5);
+    assert_eq!(upstream.mock().received().len(), 5);
 }

@@ -21,7 +21,7 @@ async fn untrusted_peer_gets_403() {
     .await;
     answer.assert_error(403, "caller_not_allowed");
     assert_eq!(gw.access_line(1)["outcome"], "caller_not_allowed");
-    assert!(upstream.mock.received().is_empty());
+    assert!(upstream.mock().received().is_empty());
 }
 
 /// Row 2: anything but the exact route is 404; only the method differing is 405 with Allow.
@@ -74,7 +74,7 @@ async fn routes_are_exact_and_tricky_paths_are_refused() {
         backslash.is_empty() || [400, 404].contains(&raw_status(&backslash)),
         "{backslash}"
     );
-    assert!(upstream.mock.received().is_empty());
+    assert!(upstream.mock().received().is_empty());
 }
 
 /// Row 3: bodies over `max_body_bytes` get 413, announced by Content-Length or streamed
@@ -109,7 +109,7 @@ async fn oversized_bodies_get_413_even_when_chunked() {
     let exact = format!("{{\"handshake_id\":\"{}\"}}", "y".repeat(64 - 19));
     assert_eq!(exact.len(), 64);
     assert_eq!(init(gw.addr, &exact).await.status, 200);
-    assert_eq!(upstream.mock.received().len(), 1);
+    assert_eq!(upstream.mock().received().len(), 1);
 }
 
 /// Row 4: the body must be a JSON object whose known fields are strings or null.
@@ -140,7 +140,7 @@ async fn invalid_bodies_get_400() {
     ] {
         assert_eq!(init(gw.addr, body).await.status, 200, "{body}");
     }
-    assert_eq!(upstream.mock.received().len(), 2);
+    assert_eq!(upstream.mock().received().len(), 2);
 }
 
 /// Row 5: with `callback_hosts`, callback_url must be https on an allowed host.
@@ -177,7 +177,7 @@ async fn callback_policy_gets_422() {
         200,
         "no callback_url: the account default applies"
     );
-    assert_eq!(upstream.mock.received().len(), 3);
+    assert_eq!(upstream.mock().received().len(), 3);
 }
 
 /// Row 6: the caller's bucket first, then the global one; 429 with a whole-second
@@ -206,7 +206,7 @@ async fn rate_limits_answer_429_with_retry_after() {
     let global = call("c").await;
     global.assert_error(429, "rate_limited");
     assert_eq!(global.headers["retry-after"], "5", "0.2/s: 5 s");
-    assert_eq!(upstream.mock.received().len(), 3);
+    assert_eq!(upstream.mock().received().len(), 3);
     let last = gw.access_line(5);
     assert_eq!(
         (last["caller"].as_str(), last["outcome"].as_str()),
@@ -235,11 +235,7 @@ async fn max_wait_lets_a_request_wait_for_a_permit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_never_arrives_gets_408() {
     let upstream = Upstream::start().await;
-    let gw = Gateway::start(&upstream.config(&format!(
-        "[upstream]\nbase_url = \"https://localhost:{}\"\nca_file = \"{}\"\nrequest_timeout = \"500ms\"\n",
-        upstream.mock.addr.port(),
-        upstream.ca_file.display()
-    )));
+    let gw = Gateway::start(&upstream.config(&upstream.upstream_table("1s", "500ms")));
     let request = format!(
         "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\nConnection: close\r\n\r\n{{"
     );

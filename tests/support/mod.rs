@@ -52,39 +52,73 @@ impl Drop for Scratch {
 }
 
 /// The mock KwikID over HTTPS with a throwaway CA written to a file for `upstream.ca_file`.
+/// It can be taken down and brought back on the same port with the same certificate.
 pub struct Upstream {
-    pub mock: Mock,
+    mock: Option<Mock>,
+    pub addr: SocketAddr,
     pub ca_file: PathBuf,
     pub ca_pem: String,
+    tls: rustls::ServerConfig,
     _scratch: Scratch,
 }
 
 impl Upstream {
     pub async fn start() -> Self {
-        Self::start_on("127.0.0.1:0").await
-    }
-
-    pub async fn start_on(addr: &str) -> Self {
         let cert = kwikid_gateway::tls::throwaway_server_cert(&["localhost", "127.0.0.1"]).unwrap();
         let scratch = Scratch::new();
         let ca_file = scratch.write("ca.pem", &cert.ca_pem);
         let tls = kwikid_gateway::tls::server_config(cert.chain, cert.key).unwrap();
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let mock = Mock::start(listener, TOKEN, Some(tls), true).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mock = Mock::start(listener, TOKEN, Some(tls.clone()), true).unwrap();
         Self {
-            mock,
+            addr: mock.addr,
+            mock: Some(mock),
             ca_file,
             ca_pem: cert.ca_pem,
+            tls,
             _scratch: scratch,
         }
     }
 
+    /// A second mock with the same certificate that accepts only `token` (so the gateway's
+    /// token gets KwikID's 401).
+    pub async fn another_accepting(&self, token: &str) -> Mock {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Mock::start(listener, token, Some(self.tls.clone()), true).unwrap()
+    }
+
+    pub fn mock(&self) -> &Mock {
+        self.mock.as_ref().expect("the upstream is up")
+    }
+
+    /// Stops the mock: the port refuses connections and open ones are closed.
+    pub async fn down(&mut self) {
+        if let Some(mock) = self.mock.take() {
+            mock.stop().await;
+        }
+    }
+
+    /// Starts a fresh mock on the same port with the same certificate.
+    pub async fn up(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.mock = Some(Mock::start(listener, TOKEN, Some(self.tls.clone()), true).unwrap());
+    }
+
     /// A config for a gateway in front of this mock; `extra` is appended (TOML).
     pub fn config(&self, extra: &str) -> String {
-        config_for(
-            &format!("https://localhost:{}", self.mock.addr.port()),
-            &self.ca_file,
-            extra,
+        config_for(&self.base_url(), &self.ca_file, extra)
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// `[upstream]` for this mock with other timeouts.
+    pub fn upstream_table(&self, connect_timeout: &str, request_timeout: &str) -> String {
+        format!(
+            "[upstream]\nbase_url = \"{}\"\nca_file = \"{}\"\nconnect_timeout = \"{connect_timeout}\"\nrequest_timeout = \"{request_timeout}\"\n",
+            self.base_url(),
+            self.ca_file.display()
         )
     }
 }

@@ -1,0 +1,221 @@
+//! The command line: exit codes, one-line config errors, `check`, `--help`, and `demo`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn run(args: &[&str], config: Option<&str>, token: Option<&str>) -> (Output, Scratch) {
+    let scratch = Scratch::new();
+    let mut cmd = gateway_bin();
+    cmd.args(args)
+        .env_remove("KWIKID_API_TOKEN")
+        .env_remove("KWIKID_GATEWAY_CONFIG");
+    if let Some(config) = config {
+        let path = scratch.write("gw.toml", config);
+        cmd.arg("--config").arg(path);
+    }
+    if let Some(token) = token {
+        cmd.env("KWIKID_API_TOKEN", token);
+    }
+    (cmd.output().unwrap(), scratch)
+}
+
+const MINIMAL: &str = "[upstream]\nbase_url = \"https://verify.test.getkwikid.com\"\n";
+
+/// A bad config is exactly one line on stderr naming the file, the key and the reason, exit 2,
+/// for both `check` and running.
+#[test]
+fn a_bad_config_is_one_line_naming_the_key() {
+    for (config, key) in [
+        (
+            format!("{MINIMAL}[listen]\nheader_read_timout = \"5s\"\n"),
+            "listen.header_read_timout (line 4): unknown field",
+        ),
+        (
+            format!("{MINIMAL}[listen]\nheader_read_timeout = \"5 parsecs\"\n"),
+            "listen.header_read_timeout (line 4)",
+        ),
+        (
+            format!("{MINIMAL}[rate_limit]\nglobal = {{ per_second = 0, burst = 1 }}\n"),
+            "rate_limit.global.per_second",
+        ),
+        (
+            "[upstream]\nbase_url = \"http://plain.example\"\n".to_owned(),
+            "upstream.base_url: must start with https://",
+        ),
+        (
+            format!("{MINIMAL}[listen]\nallow_cidrs = [\"10.0.0.0/33\"]\n"),
+            "listen.allow_cidrs",
+        ),
+        (
+            format!("{MINIMAL}[[routes]]\nmethod = \"POST\"\npath = \"/a/../b\"\n"),
+            "routes[0].path",
+        ),
+        ("[upstream\n".to_owned(), "line 1"),
+    ] {
+        for args in [&["check"][..], &[][..]] {
+            let (out, _s) = run(args, Some(&config), Some("tok"));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?} {config}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "exactly one line: {stderr}");
+            assert!(stderr.contains("gw.toml: "), "names the file: {stderr}");
+            assert!(stderr.contains(key), "expected {key:?} in {stderr}");
+            assert!(out.stdout.is_empty());
+        }
+    }
+}
+
+/// A missing, empty or invalid token stops the start with exit 2 and never echoes it.
+#[test]
+fn a_bad_token_is_refused_without_echo() {
+    for (token, reason) in [
+        (None, "environment variable KWIKID_API_TOKEN is not set"),
+        (Some("\n"), "token is empty"),
+        (Some("has a space-SECRETPART"), "not a valid header value"),
+    ] {
+        let (out, _s) = run(&[], Some(MINIMAL), token);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(reason), "{stderr}");
+        assert!(!stderr.contains("SECRETPART"), "{stderr}");
+    }
+}
+
+/// `check` prints the effective config with defaults filled in and the token redacted.
+#[test]
+fn check_prints_the_effective_config_redacted() {
+    let (out, _s) = run(&["check"], Some(MINIMAL), Some(TOKEN));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("[REDACTED]"));
+    assert!(
+        stdout.contains("header_read_timeout = \"5s\""),
+        "defaults are shown: {stdout}"
+    );
+    assert!(
+        stdout.contains("path = \"/verification/v2/digilocker/init\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(TOKEN));
+    let reparsed: toml::Table = stdout.parse().expect("the effective config is TOML");
+    assert!(reparsed.contains_key("rate_limit"));
+}
+
+/// A token file source works, and its trailing newline is trimmed.
+#[test]
+fn check_reads_a_token_file() {
+    let scratch = Scratch::new();
+    let token = scratch.write("token", &format!("{TOKEN}\r\n"));
+    let config = format!("{MINIMAL}[token]\nfile = \"{}\"\n", token.display());
+    let (out, _s) = run(&["check"], Some(&config), None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let missing = format!("{MINIMAL}[token]\nfile = \"/nonexistent/token\"\n");
+    let (out, _s) = run(&["check"], Some(&missing), None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token file cannot be read"));
+}
+
+/// The shipped config.toml is valid.
+#[test]
+fn the_shipped_template_passes_check() {
+    let out = gateway_bin()
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+        ])
+        .env("KWIKID_API_TOKEN", "template-token")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `--help` explains the commands; an unknown command is a usage error (exit 2).
+#[test]
+fn help_and_usage_errors() {
+    let (out, _s) = run(&["--help"], None, None);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "check",
+        "demo",
+        "--config",
+        "KWIKID_GATEWAY_CONFIG",
+        "Exit codes",
+    ] {
+        assert!(help.contains(word), "{word} missing from help:\n{help}");
+    }
+    let (out, _s) = run(&["frobnicate"], None, None);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `demo` serves a 200 through a mock, prints the access-log line without the
+/// redirection_url, and a curl line that works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_the_whole_job() {
+    let mut child = gateway_bin()
+        .arg("demo")
+        .env_remove("KWIKID_API_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let curl = loop {
+        assert!(Instant::now() < deadline, "no curl line: {seen:?}");
+        let line = lines.next().expect("demo output").unwrap();
+        seen.push(line.clone());
+        if line.trim_start().starts_with("curl ") {
+            break line;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = seen.join("\n");
+    let response = seen
+        .iter()
+        .find(|l| l.starts_with("← 200"))
+        .expect("a 200 response");
+    let url = response
+        .split("\"redirection_url\":\"")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("\"}");
+    let access = seen
+        .iter()
+        .find(|l| l.starts_with("{\"ts\""))
+        .expect("an access-log line");
+    let json: serde_json::Value = serde_json::from_str(access).unwrap();
+    assert_eq!(json["status"], 200);
+    assert_eq!(json["outcome"], "forwarded");
+    assert!(
+        !access.contains(url) && !access.contains("redirect"),
+        "{access}"
+    );
+    assert!(
+        curl.contains("http://127.0.0.1:") && curl.contains(INIT),
+        "{text}"
+    );
+}
