@@ -39,6 +39,23 @@ pub struct Listen {
     pub header_read_timeout: Duration,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    pub tls: Option<ListenTls>,
+}
+
+/// TLS on the proxy port; with `client_ca_file`, callers must present a certificate it
+/// signed, and the certificate names the caller.
+#[derive(Clone)]
+pub struct ListenTls {
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+    pub mutual: bool,
+}
+
+impl fmt::Debug for ListenTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenTls")
+            .field("mutual", &self.mutual)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +219,17 @@ pub struct RawListen {
     pub max_body_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawListenTls>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for RawListen {
@@ -213,6 +241,7 @@ impl Default for RawListen {
             header_read_timeout: Duration::from_secs(5),
             max_body_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -355,7 +384,7 @@ impl RawConfig {
     pub fn validate(self, path: &Path) -> Result<Config, ConfigError> {
         let here = path.parent().unwrap_or(Path::new("."));
         Ok(Config {
-            listen: self.listen.validate(path)?,
+            listen: self.listen.validate(path, here)?,
             admin: Admin {
                 addr: socket_addr(path, "admin.addr", &self.admin.addr)?,
             },
@@ -371,7 +400,11 @@ impl RawConfig {
 }
 
 impl RawListen {
-    fn validate(self, path: &Path) -> Result<Listen, ConfigError> {
+    fn validate(self, path: &Path, here: &Path) -> Result<Listen, ConfigError> {
+        let tls = match &self.tls {
+            None => None,
+            Some(tls) => Some(tls.validate(path, here)?),
+        };
         let allow_cidrs = self
             .allow_cidrs
             .iter()
@@ -412,6 +445,57 @@ impl RawListen {
             header_read_timeout: self.header_read_timeout,
             max_body_bytes: self.max_body_bytes,
             shutdown_grace: self.shutdown_grace,
+            tls,
+        })
+    }
+}
+
+impl RawListenTls {
+    fn validate(&self, path: &Path, here: &Path) -> Result<ListenTls, ConfigError> {
+        use rustls_pki_types::PrivateKeyDer;
+        let chain = read_certificates(&here.join(&self.cert_file))
+            .map_err(|e| ConfigError::at(path, "listen.tls.cert_file", e))?;
+        let key_path = here.join(&self.key_file);
+        let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+            ConfigError::at(
+                path,
+                "listen.tls.key_file",
+                format!("{}: {e}", key_path.display()),
+            )
+        })?;
+        let builder = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::at(path, "listen.tls", e))?;
+        let builder = match &self.client_ca_file {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in read_certificates(&here.join(ca))
+                    .map_err(|e| ConfigError::at(path, "listen.tls.client_ca_file", e))?
+                {
+                    roots
+                        .add(cert)
+                        .map_err(|e| ConfigError::at(path, "listen.tls.client_ca_file", e))?;
+                }
+                // Callers without a certificate complete the handshake and then get a clear
+                // 403 caller_not_allowed; a certificate that fails verification never does.
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    std::sync::Arc::new(roots),
+                    crate::tls::provider(),
+                )
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| ConfigError::at(path, "listen.tls.client_ca_file", e))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut server = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| ConfigError::at(path, "listen.tls.key_file", e))?;
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(ListenTls {
+            server: std::sync::Arc::new(server),
+            mutual: self.client_ca_file.is_some(),
         })
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! - [`config`]      raw TOML → validated [`config::Config`], one-line errors naming the key
 //! - [`secret`]      the token: redacting, zeroized, fingerprinted, swappable on reload
-//! - [`server`]      accept loop, connection cap, graceful drain
+//! - [`server`]      accept loop, connection cap, TLS / mTLS, graceful drain
 //! - [`stack`]       the request pipeline, one step per line
 //! - [`trusted`]     caller allow-list and caller identity
 //! - [`route`]       path hygiene and the exact route allowlist
@@ -22,19 +22,26 @@
 //! - [`access_log`]  one JSON line per request; the scrubbing lives here
 //! - [`error`]       every answer the gateway makes itself
 //! - [`logging`]     operational logs on stderr
+//! - [`metrics`]     Prometheus metrics with bounded labels
+//! - [`admin`]       `/healthz`, `/readyz`, `/metrics` on their own listener
+//! - [`reload`]      token rotation from a file, on change and on SIGHUP
+//! - [`tls`]         rustls set-up and throwaway certificates
 //! - [`demo`]        `kwikid-gateway demo`
 //! - [`mock`]        the mock KwikID used by the demo, tests and benchmarks
 
 pub mod access_log;
+pub mod admin;
 pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod logging;
+pub mod metrics;
 pub mod mock;
 pub mod policy;
 pub mod rate_limit;
+pub mod reload;
 pub mod route;
 pub mod secret;
 pub mod server;

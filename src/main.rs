@@ -122,6 +122,13 @@ fn run(path: &Path) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        let admin_listener = match tokio::net::TcpListener::bind(config.admin.addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(addr = %config.admin.addr, error = %e, "cannot listen (admin)");
+                return ExitCode::from(1);
+            }
+        };
         let gateway = match Gateway::new(config, &token, AccessLog::stdout()) {
             Ok(g) => g,
             Err(e) => {
@@ -130,18 +137,28 @@ fn run(path: &Path) -> ExitCode {
             }
         };
         drop(token);
-        let proxy_addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        // Signal handlers before the start-up line: from then on, SIGTERM means drain.
+        let shutdown = server::shutdown_signal();
+        let watcher = kwikid_gateway::reload::spawn(gateway.clone());
+        let addr_of =
+            |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let (proxy_addr, admin_addr) = (addr_of(&listener), addr_of(&admin_listener));
+        let admin = tokio::spawn(kwikid_gateway::admin::serve(
+            admin_listener,
+            gateway.clone(),
+        ));
         tracing::info!(
             proxy_addr,
+            admin_addr,
+            tls = gateway.config.listen.tls.is_some(),
             upstream = gateway.config.upstream.authority.as_str(),
             token_id = gateway.token.current().fingerprint.as_str(),
             "kwikid-gateway listening"
         );
-        server::serve(listener, gateway.clone(), server::shutdown_signal()).await;
+        server::serve(listener, gateway.clone(), shutdown).await;
+        watcher.abort();
         gateway.access_log.close();
+        admin.abort();
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })

@@ -92,6 +92,11 @@ impl Token {
         }
     }
 
+    /// The secret itself, for the two places that need it (the header and hashes).
+    pub(crate) fn expose(&self) -> &SecretString {
+        &self.0
+    }
+
     /// The operator-visible name of this token: the first 8 hex characters of
     /// SHA-256 over `"kwikid-gateway:" + token`.
     pub fn fingerprint(&self) -> String {

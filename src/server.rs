@@ -1,18 +1,23 @@
-//! The proxy listener: accept loop, connection cap, HTTP/1 settings, graceful drain.
+//! The proxy listener: accept loop, connection cap, optional TLS / mTLS, HTTP/1 settings,
+//! graceful drain.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use hyper::rt::{Read, Write};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
 use crate::secret::{Token, TokenStore};
 use crate::stack::Peer;
@@ -28,6 +33,9 @@ pub struct Gateway {
     pub limits: RateLimits,
     pub upstream: Upstream,
     pub access_log: AccessLog,
+    pub metrics: Metrics,
+    /// True while the proxy accepts traffic; `/readyz` answers 503 otherwise.
+    pub ready: AtomicBool,
 }
 
 impl Gateway {
@@ -36,11 +44,15 @@ impl Gateway {
         token: &Token,
         access_log: AccessLog,
     ) -> Result<Arc<Self>, rustls::Error> {
+        let metrics = Metrics::new();
+        metrics.token_in_use(&token.fingerprint());
         Ok(Arc::new(Self {
             token: TokenStore::new(token),
             limits: RateLimits::new(&config.rate_limit),
             upstream: Upstream::new(&config.upstream)?,
             access_log,
+            metrics,
+            ready: AtomicBool::new(false),
             config,
         }))
     }
@@ -58,23 +70,12 @@ pub async fn serve(
     // kernel's backlog instead of being accepted and starved.
     let slots = Arc::new(Semaphore::new(listen.max_connections));
     let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(listen.header_read_timeout)
-        .max_headers(64)
-        .keep_alive(true);
-
-    let pruner = {
-        let gateway = gateway.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(PRUNE_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                gateway.limits.prune();
-            }
-        })
-    };
+    let tls = listen
+        .tls
+        .as_ref()
+        .map(|t| TlsAcceptor::from(t.server.clone()));
+    let pruner = tokio::spawn(prune_forever(gateway.clone()));
+    gateway.ready.store(true, Ordering::Release);
 
     tokio::pin!(shutdown);
     loop {
@@ -94,28 +95,22 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        let peer = Peer {
-            addr,
-            trusted: crate::trusted::is_trusted(&gateway.config.listen.allow_cidrs, addr.ip()),
-        };
         let gateway = gateway.clone();
-        let service = service_fn(move |req| {
-            let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
-        });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
+            connection(stream, addr, tls, gateway, watcher).await;
             drop(permit);
         });
     }
 
+    gateway.ready.store(false, Ordering::Release);
     drop(listener);
     pruner.abort();
     let grace = gateway.config.listen.shutdown_grace;
     tracing::info!(
         grace_secs = grace.as_secs_f64(),
+        connections = graceful.count(),
         "draining: no new connections, finishing in-flight requests"
     );
     if tokio::time::timeout(grace, graceful.shutdown())
@@ -126,19 +121,95 @@ pub async fn serve(
     }
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C). Handlers are installed on the first poll, so call
-/// this before serving: until then the default action would kill the process mid-request.
-pub async fn shutdown_signal() {
+async fn prune_forever(gateway: Arc<Gateway>) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        gateway.limits.prune();
+    }
+}
+
+/// One caller connection: the TLS handshake if configured (bounded by `header_read_timeout`,
+/// which hyper does not cover), then HTTP/1 until it closes.
+async fn connection(
+    stream: TcpStream,
+    addr: std::net::SocketAddr,
+    tls: Option<TlsAcceptor>,
+    gateway: Arc<Gateway>,
+    watcher: Watcher,
+) {
+    let _ = stream.set_nodelay(true);
+    let listen = &gateway.config.listen;
+    let in_cidrs = crate::trusted::is_trusted(&listen.allow_cidrs, addr.ip());
+    let Some(acceptor) = tls else {
+        let peer = Peer {
+            addr,
+            trusted: in_cidrs,
+            certificate_name: None,
+        };
+        return serve_http(TokioIo::new(stream), peer, gateway, watcher).await;
+    };
+    let Ok(Ok(stream)) =
+        tokio::time::timeout(listen.header_read_timeout, acceptor.accept(stream)).await
+    else {
+        return;
+    };
+    let mutual = listen.tls.as_ref().is_some_and(|t| t.mutual);
+    let certificate_name = if mutual {
+        stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| crate::trusted::certificate_name(leaf))
+            .map(Arc::<str>::from)
+    } else {
+        None
+    };
+    let peer = Peer {
+        addr,
+        trusted: in_cidrs && (!mutual || certificate_name.is_some()),
+        certificate_name,
+    };
+    serve_http(TokioIo::new(stream), peer, gateway, watcher).await;
+}
+
+async fn serve_http<I>(io: I, peer: Peer, gateway: Arc<Gateway>, watcher: Watcher)
+where
+    I: Read + Write + Unpin + Send + 'static,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(gateway.config.listen.header_read_timeout)
+        .max_headers(64)
+        .keep_alive(true);
+    let service = service_fn(move |req| {
+        let gateway = gateway.clone();
+        let peer = peer.clone();
+        async move { Ok::<_, Infallible>(gateway.handle(req, &peer).await) }
+    });
+    let _ = watcher.watch(http.serve_connection(io, service)).await;
+}
+
+/// A future that resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when
+/// this is called, not when it is first polled: call it before announcing readiness, or a
+/// signal in between would kill the process with the default action.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! check has passed (pingora's phase order: trust, route, body, limits, then forward).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -17,12 +18,14 @@ use crate::{body, forward, rate_limit, route, trusted};
 
 const X_REQUEST_ID: &str = "x-request-id";
 
-/// What the server knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+/// What the server knows about the connection a request came on, decided once per connection.
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
-    /// Whether `addr` is in `listen.allow_cidrs`, decided once per connection.
+    /// `addr` is in `listen.allow_cidrs` and, with mTLS, a verified certificate was presented.
     pub trusted: bool,
+    /// With mTLS, the caller's name from its certificate; it replaces the caller header.
+    pub certificate_name: Option<Arc<str>>,
 }
 
 /// What one request did, for the access log.
@@ -32,18 +35,24 @@ struct Trail {
     upstream_ms: Option<f64>,
     bytes_in: usize,
     handshake_id: Option<String>,
+    /// The matched route's configured path (a bounded metric label).
+    route: Option<usize>,
 }
 
 impl Gateway {
     /// Answers one request, records it, and never fails: every refusal is a response.
-    pub async fn handle(&self, req: Request<Incoming>, peer: Peer) -> Response<Full<Bytes>> {
+    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<Full<Bytes>> {
         let started = Instant::now();
+        let _in_flight = self.metrics.in_flight();
         let request_id = request_id(req.headers().get(X_REQUEST_ID));
-        let caller = trusted::caller_name(
-            req.headers(),
-            &self.config.rate_limit.caller_header,
-            peer.addr,
-        );
+        let caller = match &peer.certificate_name {
+            Some(name) => name.to_string(),
+            None => trusted::caller_name(
+                req.headers(),
+                &self.config.rate_limit.caller_header,
+                peer.addr,
+            ),
+        };
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let mut trail = Trail::default();
@@ -62,6 +71,12 @@ impl Gateway {
             .headers_mut()
             .insert(X_REQUEST_ID, request_id.clone());
 
+        let elapsed = started.elapsed();
+        let route = trail
+            .route
+            .map_or("none", |i| self.config.routes[i].path.as_str());
+        self.metrics
+            .request(route, response.status().as_u16(), outcome, elapsed);
         let token = self.token.current();
         self.access_log.write(
             &AccessRecord {
@@ -73,7 +88,7 @@ impl Gateway {
                 status: response.status().as_u16(),
                 upstream_status: trail.upstream_status,
                 outcome,
-                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
                 upstream_ms: trail.upstream_ms,
                 bytes_in: trail.bytes_in,
                 bytes_out: hyper::body::Body::size_hint(response.body())
@@ -89,7 +104,7 @@ impl Gateway {
     async fn pipeline(
         &self,
         req: Request<Incoming>,
-        peer: Peer,
+        peer: &Peer,
         caller: &str,
         request_id: &HeaderValue,
         trail: &mut Trail,
@@ -102,10 +117,11 @@ impl Gateway {
         }
 
         // 2. Route: exact method and path; absolute-form targets and CONNECT never match.
-        route::match_route(&config.routes, &req).map_err(|miss| match miss {
+        let matched = route::match_route(&config.routes, &req).map_err(|miss| match miss {
             route::Miss::NoRoute => Reject::NoRoute,
             route::Miss::MethodNotAllowed(allow) => Reject::MethodNotAllowed { allow },
         })?;
+        trail.route = Some(matched);
 
         // 3. Body: limited while it streams, so an oversized body is never buffered.
         let (parts, incoming) = req.into_parts();
@@ -129,6 +145,7 @@ impl Gateway {
         // 6. Rate limits: the caller's share, then the account's ceiling.
         self.limits.acquire(caller).await.map_err(|limited| {
             tracing::debug!(scope = limited.scope.as_str(), "rate limited");
+            self.metrics.rate_limited(limited.scope.as_str());
             Reject::RateLimited {
                 retry_after_secs: limited.retry_after_secs,
             }
@@ -152,8 +169,11 @@ impl Gateway {
                 body,
             )
             .await;
-        trail.upstream_ms = Some(sent.elapsed().as_secs_f64() * 1000.0);
+        let upstream_time = sent.elapsed();
+        trail.upstream_ms = Some(upstream_time.as_secs_f64() * 1000.0);
+        self.metrics.upstream(upstream_time);
         let answer = answer.map_err(|e| {
+            self.metrics.upstream_error(e.kind());
             tracing::warn!(
                 request_id = request_id.to_str().unwrap_or_default(),
                 kind = e.kind(),

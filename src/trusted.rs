@@ -26,6 +26,23 @@ pub fn caller_name(headers: &HeaderMap, caller_header: &HeaderName, peer: Socket
         .map_or_else(|| peer.ip().to_canonical().to_string(), str::to_owned)
 }
 
+/// The caller's name from its client certificate: the first DNS SAN, else the subject CN.
+pub fn certificate_name(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        let dns = san.value.general_names.iter().find_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            _ => None,
+        });
+        if dns.is_some() {
+            return dns;
+        }
+    }
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(cn.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,261 @@
+//! Prometheus metrics (prometheus-client: one registry per gateway, typed label sets).
+//!
+//! Every label is bounded: a configured route, a status code, an outcome code, a limiter
+//! scope, an upstream error kind, a reload result, a token fingerprint. Never a caller id, a
+//! path the caller chose, or anything secret.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    /// The matched route's configured path, or `none`.
+    route: String,
+    status: u16,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabel {
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FingerprintLabel {
+    fingerprint: String,
+}
+
+/// The gateway's metrics and the registry that exposes them.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Histogram,
+    upstream_duration: Histogram,
+    rate_limited: Family<ScopeLabel, Counter>,
+    upstream_errors: Family<KindLabel, Counter>,
+    in_flight: Gauge,
+    token_reloads: Family<ResultLabel, Counter>,
+    token_info: Family<FingerprintLabel, Gauge>,
+    token_age: Gauge<f64, AtomicU64>,
+    limiter_keys: Gauge,
+}
+
+/// 1 ms to ~16 s: KwikID's answers and the gateway's own overhead both fit.
+fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kwikid_gateway");
+        let metrics = Self {
+            requests: Family::default(),
+            request_duration: latency_buckets(),
+            upstream_duration: latency_buckets(),
+            rate_limited: Family::default(),
+            upstream_errors: Family::default(),
+            in_flight: Gauge::default(),
+            token_reloads: Family::default(),
+            token_info: Family::default(),
+            token_age: Gauge::default(),
+            limiter_keys: Gauge::default(),
+            registry: Registry::default(),
+        };
+        // Counters are registered without `_total`; the encoder adds it.
+        registry.register(
+            "requests",
+            "Requests by route, status and outcome",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response, gateway included",
+            metrics.request_duration.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time of the exchange with KwikID",
+            metrics.upstream_duration.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit, by bucket",
+            metrics.rate_limited.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Failed exchanges with KwikID, by kind",
+            metrics.upstream_errors.clone(),
+        );
+        registry.register(
+            "in_flight",
+            "Requests being handled",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "token_reloads",
+            "Token reloads by result",
+            metrics.token_reloads.clone(),
+        );
+        registry.register(
+            "token_info",
+            "The token in use, by fingerprint (always 1)",
+            metrics.token_info.clone(),
+        );
+        registry.register(
+            "token_age_seconds",
+            "Seconds since the token in use was loaded",
+            metrics.token_age.clone(),
+        );
+        registry.register(
+            "rate_limiter_keys",
+            "Callers held in the per-caller rate-limit store",
+            metrics.limiter_keys.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    pub fn request(&self, route: &str, status: u16, outcome: &'static str, duration: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                status,
+                outcome,
+            })
+            .inc();
+        self.request_duration.observe(duration.as_secs_f64());
+    }
+
+    pub fn upstream(&self, duration: Duration) {
+        self.upstream_duration.observe(duration.as_secs_f64());
+    }
+
+    pub fn rate_limited(&self, scope: &'static str) {
+        self.rate_limited.get_or_create(&ScopeLabel { scope }).inc();
+    }
+
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    pub fn token_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.token_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Marks `fingerprint` as the token in use.
+    pub fn token_in_use(&self, fingerprint: &str) {
+        self.token_info.clear();
+        self.token_info
+            .get_or_create(&FingerprintLabel {
+                fingerprint: fingerprint.to_owned(),
+            })
+            .set(1);
+    }
+
+    /// Counts a request in flight until the guard drops, even if the caller goes away.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    /// The exposition text; `token_age` and `limiter_keys` are sampled now.
+    pub fn render(&self, token_age: Duration, limiter_keys: usize) -> String {
+        self.token_age.set(token_age.as_secs_f64());
+        self.limiter_keys.set(limiter_keys as i64);
+        let mut text = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_documented_names() {
+        let m = Metrics::new();
+        m.request(
+            "/verification/v2/digilocker/init",
+            200,
+            "forwarded",
+            Duration::from_millis(3),
+        );
+        m.rate_limited("caller");
+        m.upstream_error("timeout");
+        m.token_reload(true);
+        m.token_in_use("3f9a01c2");
+        m.token_in_use("0badc0de");
+        let text = m.render(Duration::from_secs(5), 7);
+        for expected in [
+            "kwikid_gateway_requests_total{route=\"/verification/v2/digilocker/init\",status=\"200\",outcome=\"forwarded\"} 1",
+            "kwikid_gateway_request_duration_seconds_bucket",
+            "kwikid_gateway_upstream_duration_seconds_count 0",
+            "kwikid_gateway_rate_limited_total{scope=\"caller\"} 1",
+            "kwikid_gateway_upstream_errors_total{kind=\"timeout\"} 1",
+            "kwikid_gateway_in_flight 0",
+            "kwikid_gateway_token_reloads_total{result=\"ok\"} 1",
+            "kwikid_gateway_token_info{fingerprint=\"0badc0de\"} 1",
+            "kwikid_gateway_token_age_seconds 5.0",
+            "kwikid_gateway_rate_limiter_keys 7",
+        ] {
+            assert!(text.contains(expected), "{expected} missing:\n{text}");
+        }
+        assert!(!text.contains("3f9a01c2"), "the old fingerprint is gone");
+    }
+
+    #[test]
+    fn in_flight_guard_decrements_on_drop() {
+        let m = Metrics::new();
+        let guard = m.in_flight();
+        assert!(
+            m.render(Duration::ZERO, 0)
+                .contains("kwikid_gateway_in_flight 1")
+        );
+        drop(guard);
+        assert!(
+            m.render(Duration::ZERO, 0)
+                .contains("kwikid_gateway_in_flight 0")
+        );
+    }
+}
