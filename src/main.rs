@@ -147,6 +147,10 @@ fn run(path: &Path) -> ExitCode {
             admin_listener,
             gateway.clone(),
         ));
+        // The listener is bound: connections queue in its backlog until `serve` accepts them.
+        gateway
+            .ready
+            .store(true, std::sync::atomic::Ordering::Release);
         tracing::info!(
             proxy_addr,
             admin_addr,

@@ -211,6 +211,7 @@ impl Lines {
 pub struct Gateway {
     pub child: Child,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     pub stdout: Lines,
     pub stderr: Lines,
     pub config_path: PathBuf,
@@ -252,9 +253,11 @@ impl Gateway {
         });
         let json: serde_json::Value = serde_json::from_str(&line).expect("start-up line is JSON");
         let addr = json["proxy_addr"].as_str().unwrap().parse().unwrap();
+        let admin = json["admin_addr"].as_str().unwrap().parse().unwrap();
         Self {
             child,
             addr,
+            admin,
             stdout,
             stderr,
             config_path,
@@ -280,21 +283,24 @@ impl Gateway {
         serde_json::from_str(&lines[n - 1]).unwrap()
     }
 
-    /// Sends SIGTERM and waits for the exit code.
-    pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
+    /// Sends a signal (`TERM`, `HUP`, …) to the gateway process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
-            .status();
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (up to 40 s) for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not exit after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "gateway did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -304,6 +310,31 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `GET path` on the admin listener: status and body.
+pub async fn admin_get(addr: SocketAddr, path: &str) -> Answer {
+    send(
+        addr,
+        Request::get(path)
+            .header("host", "admin")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+}
+
+/// Polls `check` every 10 ms until it holds (or panics after `timeout`).
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
