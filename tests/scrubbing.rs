@@ -1,5 +1,5 @@
 //! The secret is sacred: at `trace` level, through successes and every failure, nothing the
-//! gateway writes — stdout, stderr, error bodies, `check` output — contains the token, its
+//! gateway writes — stdout, stderr, error bodies, `/metrics`, `check` output — contains the token, its
 //! base64 forms, a `redirection_url` or any of that URL's base64 query values.
 
 mod support;
@@ -174,6 +174,9 @@ async fn nothing_written_reveals_the_token_or_redirection_url() {
         assert_clean(&format!("{name} stderr"), &gateway.stderr.text(), &needles);
     }
     assert_clean("error bodies", &error_bodies, &needles);
+    let metrics = admin_get(gw.admin, "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert_clean("metrics", &metrics.text(), &needles);
     let redacted = gw
         .access_log()
         .iter()

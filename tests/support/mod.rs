@@ -189,6 +189,28 @@ impl Lines {
         }
     }
 
+    /// Waits until at least `n` lines satisfy `pred`.
+    pub fn wait_for_count(
+        &self,
+        what: &str,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        let (lines, ready) = &*self.0;
+        let mut guard = lines.lock().unwrap();
+        while guard.iter().filter(|l| pred(l)).count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; lines so far:\n{}",
+                guard.join("\n")
+            );
+            guard = ready.wait_timeout(guard, left).unwrap().0;
+        }
+    }
+
     /// Waits until at least `n` lines have arrived.
     pub fn wait_count(&self, n: usize, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;

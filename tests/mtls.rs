@@ -1,0 +1,209 @@
+//! TLS and mutual TLS on the proxy port: with `client_ca_file`, only callers presenting a
+//! certificate that CA signed get through, and the certificate — not a header the caller
+//! chooses — names the caller.
+
+mod support;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use support::*;
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A leaf certificate signed by `issuer`: (chain DER, key DER, chain PEM, key PEM).
+struct Leaf {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    chain_pem: String,
+    key_pem: String,
+}
+
+fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, sans: &[&str], cn: &str, client: bool) -> Leaf {
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    if client {
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    }
+    let cert = params.signed_by(&key, issuer).unwrap();
+    Leaf {
+        chain: vec![cert.der().clone(), issuer.der().clone()],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        chain_pem: format!("{}{}", cert.pem(), issuer.pem()),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+struct Pki {
+    server_ca: CertifiedIssuer<'static, KeyPair>,
+    client_ca: CertifiedIssuer<'static, KeyPair>,
+    scratch: Scratch,
+}
+
+impl Pki {
+    fn new() -> Self {
+        Self {
+            server_ca: ca("gateway server CA"),
+            client_ca: ca("internal callers CA"),
+            scratch: Scratch::new(),
+        }
+    }
+
+    /// `[listen]` with TLS, and mTLS when `mutual`.
+    fn listen_table(&self, mutual: bool) -> String {
+        let server = leaf(
+            &self.server_ca,
+            &["localhost", "127.0.0.1"],
+            "gateway",
+            false,
+        );
+        let cert = self.scratch.write("server.pem", &server.chain_pem);
+        let key = self.scratch.write("server.key", &server.key_pem);
+        let client_ca = self.scratch.write("clients.pem", &self.client_ca.pem());
+        let mut t = format!(
+            "[listen]\naddr = \"127.0.0.1:0\"\n[listen.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        );
+        if mutual {
+            t.push_str(&format!("client_ca_file = \"{}\"\n", client_ca.display()));
+        }
+        t
+    }
+
+    fn client_config(&self, identity: Option<&Leaf>) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.server_ca.der().clone()).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(kwikid_gateway::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        match identity {
+            Some(leaf) => builder
+                .with_client_auth_cert(leaf.chain.clone(), leaf.key.clone_key())
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        }
+    }
+}
+
+/// Sends an init over TLS; `Err` when the handshake or the exchange fails.
+async fn init_over_tls(
+    addr: std::net::SocketAddr,
+    config: rustls::ClientConfig,
+    caller_header: &str,
+) -> Result<Answer, String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let request = post(INIT, "{}", &[("x-caller-id", caller_header)]);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body: Bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// TLS without client certificates: callers are still named by the caller header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_on_the_proxy_port() {
+    let upstream = Upstream::start().await;
+    let pki = Pki::new();
+    let gw = Gateway::start(&upstream.config(&pki.listen_table(false)));
+    let answer = init_over_tls(gw.addr, pki.client_config(None), "orders-svc")
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(gw.access_line(1)["caller"], "orders-svc");
+    // Plain HTTP on a TLS port gets no answer.
+    let plain = raw(
+        gw.addr,
+        format!("POST {INIT} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
+}
+
+/// mTLS: the certificate's first DNS SAN (else its CN) names the caller; the caller header
+/// cannot override it; no certificate gets 403; a certificate from another CA gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_names_the_caller_and_refuses_strangers() {
+    let upstream = Upstream::start().await;
+    let pki = Pki::new();
+    let gw = Gateway::start(&upstream.config(&format!(
+        "{}[rate_limit]\nglobal = {{ per_second = 1000, burst = 1000 }}\nper_caller = {{ per_second = 0.01, burst = 1 }}\n",
+        pki.listen_table(true)
+    )));
+
+    let orders = leaf(&pki.client_ca, &["orders-svc"], "ignored-cn", true);
+    let answer = init_over_tls(gw.addr, pki.client_config(Some(&orders)), "billing-svc")
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        gw.access_line(1)["caller"],
+        "orders-svc",
+        "the certificate, not the header"
+    );
+
+    // The per-caller bucket follows the certificate: a new header value does not reset it.
+    let again = init_over_tls(gw.addr, pki.client_config(Some(&orders)), "someone-else")
+        .await
+        .unwrap();
+    again.assert_error(429, "rate_limited");
+
+    let cn_only = leaf(&pki.client_ca, &[], "billing-svc", true);
+    let answer = init_over_tls(gw.addr, pki.client_config(Some(&cn_only)), "x")
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(gw.access_line(3)["caller"], "billing-svc");
+
+    let anonymous = init_over_tls(gw.addr, pki.client_config(None), "orders-svc")
+        .await
+        .unwrap();
+    anonymous.assert_error(403, "caller_not_allowed");
+
+    let stranger_ca = ca("someone else's CA");
+    let stranger = leaf(&stranger_ca, &["orders-svc"], "orders-svc", true);
+    assert!(
+        init_over_tls(gw.addr, pki.client_config(Some(&stranger)), "orders-svc")
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        upstream.mock().received().len(),
+        2,
+        "only the two verified callers reached KwikID"
+    );
+}
