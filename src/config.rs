@@ -96,6 +96,51 @@ pub struct RateLimit {
     pub per_caller: Rate,
     pub caller_header: HeaderName,
     pub max_wait: Duration,
+    /// `None`: in-process buckets only. `Some`: buckets shared by every replica through Redis.
+    pub redis: Option<RedisLimits>,
+}
+
+/// `[rate_limit] backend = "redis"`.
+#[derive(Clone)]
+pub struct RedisLimits {
+    /// `redis://`, `rediss://` or `redis+unix://`; validated, never logged (it may hold a password).
+    pub url: String,
+    pub timeout: Duration,
+    pub on_error: OnRedisError,
+}
+
+impl fmt::Debug for RedisLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLimits")
+            .field("timeout", &self.timeout)
+            .field("on_error", &self.on_error)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with its user info and query (either may hold a password) replaced, for `check`.
+pub fn redact_url(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((base, _)) => (base, "?[REDACTED]"),
+        None => (url, ""),
+    };
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}[REDACTED]{}{query}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => format!("{url}{query}"),
+    }
+}
+
+/// What a request gets while Redis does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// The in-process buckets decide (each replica then admits up to the full rate).
+    Local,
+    /// No limit at all.
+    Allow,
+    /// 429 for everyone.
+    Deny,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,6 +347,12 @@ pub struct RawRateLimit {
     pub caller_header: String,
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    pub backend: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+    pub on_redis_error: String,
 }
 
 impl Default for RawRateLimit {
@@ -317,6 +368,10 @@ impl Default for RawRateLimit {
             },
             caller_header: "x-caller-id".into(),
             max_wait: Duration::ZERO,
+            backend: "local".into(),
+            redis_url: None,
+            redis_timeout: Duration::from_millis(50),
+            on_redis_error: "local".into(),
         }
     }
 }
@@ -636,11 +691,66 @@ impl RawRateLimit {
                 "must not be a credential, hop-by-hop or forwarding header",
             ));
         }
+        let redis = match self.backend.as_str() {
+            "local" => None,
+            "redis" => Some(self.redis(path)?),
+            _ => {
+                return Err(ConfigError::at(
+                    path,
+                    "rate_limit.backend",
+                    "must be \"local\" or \"redis\"",
+                ));
+            }
+        };
         Ok(RateLimit {
             global: self.global.validate(path, "rate_limit.global")?,
             per_caller: self.per_caller.validate(path, "rate_limit.per_caller")?,
             caller_header,
             max_wait: self.max_wait,
+            redis,
+        })
+    }
+
+    fn redis(&self, path: &Path) -> Result<RedisLimits, ConfigError> {
+        let key = "rate_limit.redis_url";
+        let url = self
+            .redis_url
+            .clone()
+            .ok_or_else(|| ConfigError::at(path, key, "is required with backend = \"redis\""))?;
+        let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme));
+        // The URL may carry a password: the reason never repeats it.
+        if !scheme_ok || redis::Client::open(url.as_str()).is_err() {
+            return Err(ConfigError::at(
+                path,
+                key,
+                "must be a redis://, rediss:// or redis+unix:// URL",
+            ));
+        }
+        if self.redis_timeout.is_zero() {
+            return Err(ConfigError::at(
+                path,
+                "rate_limit.redis_timeout",
+                "must be longer than 0s",
+            ));
+        }
+        let on_error = match self.on_redis_error.as_str() {
+            "local" => OnRedisError::Local,
+            "allow" => OnRedisError::Allow,
+            "deny" => OnRedisError::Deny,
+            _ => {
+                return Err(ConfigError::at(
+                    path,
+                    "rate_limit.on_redis_error",
+                    "must be \"local\", \"allow\" or \"deny\"",
+                ));
+            }
+        };
+        Ok(RedisLimits {
+            url,
+            timeout: self.redis_timeout,
+            on_error,
         })
     }
 }
@@ -854,6 +964,46 @@ mod tests {
         assert!(parse(&format!("{BASE}[log]\nlevel = \"trace\"\n")).is_ok());
         let e = parse(&format!("{BASE}[log]\nlevel = \"hyper=trace\"\n")).unwrap_err();
         assert!(e.contains("log.level"), "{e}");
+    }
+
+    #[test]
+    fn redis_urls_are_redacted_for_display() {
+        assert_eq!(
+            redact_url("redis://:hunter2@r:6379/0"),
+            "redis://[REDACTED]@r:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis+unix:///r.sock?pass=hunter2"),
+            "redis+unix:///r.sock?[REDACTED]"
+        );
+        assert_eq!(redact_url("rediss://r:6380"), "rediss://r:6380");
+    }
+
+    #[test]
+    fn redis_backend_needs_a_url_and_known_fallback() {
+        let e = parse(&format!("{BASE}[rate_limit]\nbackend = \"redis\"\n")).unwrap_err();
+        assert!(e.contains("rate_limit.redis_url: is required"), "{e}");
+        let e = parse(&format!(
+            "{BASE}[rate_limit]\nbackend = \"redis\"\nredis_url = \"http://x\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("rate_limit.redis_url: must be"), "{e}");
+        let e = parse(&format!(
+            "{BASE}[rate_limit]\nbackend = \"redis\"\nredis_url = \"redis://r\"\non_redis_error = \"panic\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("rate_limit.on_redis_error"), "{e}");
+        let c = parse(&format!(
+            "{BASE}[rate_limit]\nbackend = \"redis\"\nredis_url = \"redis://r\"\n"
+        ))
+        .unwrap();
+        let redis = c.rate_limit.redis.unwrap();
+        assert_eq!(
+            (redis.timeout, redis.on_error),
+            (Duration::from_millis(50), OnRedisError::Local)
+        );
+        let e = parse(&format!("{BASE}[rate_limit]\nbackend = \"memcached\"\n")).unwrap_err();
+        assert!(e.contains("rate_limit.backend"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! - [`route`]       path hygiene and the exact route allowlist
 //! - [`body`]        streaming size limit and JSON validation
 //! - [`policy`]      `callback_url` host policy
-//! - [`rate_limit`]  per-caller and global buckets, upstream 429 hold
+//! - [`rate_limit`]  per-caller and global buckets, upstream 429 hold, Redis fall-back
+//! - [`shared_limits`] the same buckets shared by every replica through Redis
 //! - [`forward`]     header sanitising and the upstream request
 //! - [`upstream`]    the pooled rustls client
 //! - [`access_log`]  one JSON line per request; the scrubbing lives here
@@ -45,6 +46,7 @@ pub mod reload;
 pub mod route;
 pub mod secret;
 pub mod server;
+pub mod shared_limits;
 pub mod stack;
 pub mod tls;
 pub mod trusted;

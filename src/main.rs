@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kwikid_gateway::access_log::AccessLog;
-use kwikid_gateway::config::{Config, RawConfig};
+use kwikid_gateway::config::{Config, RawConfig, redact_url};
+use kwikid_gateway::rate_limit::RateLimits;
 use kwikid_gateway::secret::Token;
 use kwikid_gateway::{Gateway, logging, server};
 
@@ -45,6 +46,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // One crypto provider for every rustls user, the redis client included.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -78,10 +81,19 @@ fn load(path: &Path) -> Result<(RawConfig, Config, Token), ExitCode> {
 }
 
 fn check(path: &Path) -> ExitCode {
-    let (raw, _config, token) = match load(path) {
+    let (mut raw, config, token) = match load(path) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    if config.rate_limit.redis.is_some()
+        && let Err(reason) = reach_redis(&config)
+    {
+        return bad_config(format!(
+            "{}: rate_limit.redis_url: Redis does not answer ({reason})",
+            path.display()
+        ));
+    }
+    raw.rate_limit.redis_url = raw.rate_limit.redis_url.as_deref().map(redact_url);
     let effective = match toml::to_string(&raw) {
         Ok(text) => text,
         Err(e) => {
@@ -95,6 +107,19 @@ fn check(path: &Path) -> ExitCode {
     println!("# token: {token} (token_id {})", token.fingerprint());
     print!("{effective}");
     ExitCode::SUCCESS
+}
+
+/// `check` with `backend = "redis"`: one PING through the same client the gateway uses.
+fn reach_redis(config: &Config) -> Result<(), String> {
+    let runtime = runtime().ok_or("no runtime")?;
+    runtime.block_on(async {
+        let limits = RateLimits::new(&config.rate_limit)
+            .map_err(|_| "cannot create the client".to_owned())?;
+        match limits.ping_shared().await {
+            Some(Err(kind)) => Err(kind.to_owned()),
+            _ => Ok(()),
+        }
+    })
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
@@ -132,7 +157,7 @@ fn run(path: &Path) -> ExitCode {
         let gateway = match Gateway::new(config, &token, AccessLog::stdout()) {
             Ok(g) => g,
             Err(e) => {
-                tracing::error!(error = %e, "cannot set up TLS to the upstream");
+                tracing::error!(error = %e, "cannot start");
                 return ExitCode::from(1);
             }
         };

@@ -33,6 +33,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabel {
+    backend: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -55,7 +60,14 @@ pub struct Metrics {
     token_info: Family<FingerprintLabel, Gauge>,
     token_age: Gauge<f64, AtomicU64>,
     limiter_keys: Gauge,
+    limit_backend: Family<BackendLabel, Gauge>,
+    redis_errors: Family<KindLabel, Counter>,
+    redis_duration: Histogram,
 }
+
+/// Which rate limiter decides: `redis`, `local` (the in-process buckets, also the fallback),
+/// or the fallbacks `allow_all` / `deny_all`.
+pub const BACKENDS: [&str; 4] = ["redis", "local", "allow_all", "deny_all"];
 
 /// 1 ms to ~16 s: KwikID's answers and the gateway's own overhead both fit.
 fn latency_buckets() -> Histogram {
@@ -76,6 +88,9 @@ impl Metrics {
             token_info: Family::default(),
             token_age: Gauge::default(),
             limiter_keys: Gauge::default(),
+            limit_backend: Family::default(),
+            redis_errors: Family::default(),
+            redis_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             registry: Registry::default(),
         };
         // Counters are registered without `_total`; the encoder adds it.
@@ -129,9 +144,41 @@ impl Metrics {
             "Callers held in the per-caller rate-limit store",
             metrics.limiter_keys.clone(),
         );
+        registry.register(
+            "rate_limit_backend",
+            "1 for the rate limiter in use (a fall-back from redis shows here)",
+            metrics.limit_backend.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Redis calls that gave no verdict, by kind",
+            metrics.redis_errors.clone(),
+        );
+        registry.register(
+            "redis_duration_seconds",
+            "Round trip of the shared rate-limit script",
+            metrics.redis_duration.clone(),
+        );
         Self {
             registry,
             ..metrics
+        }
+    }
+
+    /// Marks `backend` (one of [`BACKENDS`]) as the one deciding now.
+    pub fn limit_backend(&self, backend: &'static str) {
+        for b in BACKENDS {
+            self.limit_backend
+                .get_or_create(&BackendLabel { backend: b })
+                .set(i64::from(b == backend));
+        }
+    }
+
+    /// One round trip of the shared rate-limit script, and its failure if it gave no verdict.
+    pub fn redis_call(&self, duration: Duration, failure: Option<&'static str>) {
+        self.redis_duration.observe(duration.as_secs_f64());
+        if let Some(kind) = failure {
+            self.redis_errors.get_or_create(&KindLabel { kind }).inc();
         }
     }
 

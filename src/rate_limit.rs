@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::config::{Rate, RateLimit};
+use crate::config::{OnRedisError, Rate, RateLimit};
+use crate::metrics::Metrics;
+use crate::shared_limits::SharedBuckets;
 
 /// Which bucket refused a request; a bounded metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,6 +42,10 @@ pub struct Limited {
 }
 
 pub struct RateLimits {
+    /// With `backend = "redis"`: the buckets every replica shares, and what to do without them.
+    shared: Option<(SharedBuckets, OnRedisError)>,
+    /// Whether Redis answered last time, to log a fall-back and a recovery once each.
+    redis_healthy: std::sync::atomic::AtomicBool,
     per_caller: DefaultKeyedRateLimiter<String>,
     global: DefaultDirectRateLimiter,
     clock: DefaultClock,
@@ -59,25 +65,113 @@ fn quota(rate: Rate) -> Quota {
 }
 
 /// Whole seconds, rounded up, at least 1.
-fn retry_after_secs(wait: Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl RateLimits {
-    pub fn new(config: &RateLimit) -> Self {
-        Self {
+    pub fn new(config: &RateLimit) -> Result<Self, redis::RedisError> {
+        let shared = match &config.redis {
+            None => None,
+            Some(redis) => Some((
+                SharedBuckets::new(redis, config.per_caller, config.global)?,
+                redis.on_error,
+            )),
+        };
+        Ok(Self {
+            shared,
+            redis_healthy: std::sync::atomic::AtomicBool::new(true),
             per_caller: RateLimiter::keyed(quota(config.per_caller)),
             global: RateLimiter::direct(quota(config.global)),
             clock: DefaultClock::default(),
             max_wait: config.max_wait,
             upstream_hold_until: AtomicU64::new(0),
             epoch: Instant::now(),
+        })
+    }
+
+    /// The backend that decides while everything is healthy.
+    pub fn preferred_backend(&self) -> &'static str {
+        if self.shared.is_some() {
+            "redis"
+        } else {
+            "local"
         }
     }
 
-    /// Takes one permit from `caller`'s bucket and one from the global bucket, waiting up to
-    /// `max_wait` for each.
-    pub async fn acquire(&self, caller: &str) -> Result<(), Limited> {
+    /// Takes a permit from the caller's bucket, then from the account's: in Redis when it is
+    /// configured and answers, else as `on_redis_error` says.
+    pub async fn acquire(&self, caller: &str, metrics: &Metrics) -> Result<(), Limited> {
+        let Some((shared, on_error)) = &self.shared else {
+            return self.acquire_local(caller).await;
+        };
+        match self.acquire_shared(shared, caller, metrics).await {
+            Ok(verdict) => {
+                if !self.redis_healthy.swap(true, Ordering::Relaxed) {
+                    tracing::info!("Redis answers again; rate limits are shared again");
+                    metrics.limit_backend("redis");
+                }
+                verdict
+            }
+            Err(failure) => {
+                let fallback = match on_error {
+                    OnRedisError::Local => "local",
+                    OnRedisError::Allow => "allow_all",
+                    OnRedisError::Deny => "deny_all",
+                };
+                if self.redis_healthy.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        kind = failure.as_str(),
+                        fallback,
+                        "Redis did not answer; rate limits fall back until it does"
+                    );
+                    metrics.limit_backend(fallback);
+                }
+                match on_error {
+                    OnRedisError::Local => self.acquire_local(caller).await,
+                    OnRedisError::Allow => Ok(()),
+                    OnRedisError::Deny => Err(Limited {
+                        scope: Scope::Global,
+                        retry_after_secs: 1,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The shared verdict; waits and asks once more when the wait fits in `max_wait`.
+    async fn acquire_shared(
+        &self,
+        shared: &SharedBuckets,
+        caller: &str,
+        metrics: &Metrics,
+    ) -> Result<Result<(), Limited>, crate::shared_limits::RedisFailure> {
+        let deadline = Instant::now() + self.max_wait;
+        loop {
+            let started = Instant::now();
+            let verdict = shared.check(caller).await;
+            if !matches!(verdict, Err(crate::shared_limits::RedisFailure::BackingOff)) {
+                metrics.redis_call(
+                    started.elapsed(),
+                    verdict.as_ref().err().map(|f| f.as_str()),
+                );
+            }
+            match verdict? {
+                None => return Ok(Ok(())),
+                Some(limited) => {
+                    let wait = Duration::from_secs(limited.retry_after_secs);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if self.max_wait.is_zero() || left.is_zero() {
+                        return Ok(Err(limited));
+                    }
+                    tokio::time::sleep(wait.min(left).min(Duration::from_millis(100))).await;
+                }
+            }
+        }
+    }
+
+    /// The in-process buckets: each caller's, then the account's, waiting up to `max_wait`.
+    async fn acquire_local(&self, caller: &str) -> Result<(), Limited> {
         let key = caller.to_owned();
         if let Err(not_until) = self.per_caller.check_key(&key) {
             let wait = not_until.wait_time_from(self.clock.now());
@@ -130,10 +224,25 @@ impl RateLimits {
         Ok(())
     }
 
-    /// KwikID answered 429: keep the global bucket closed for `hold`.
-    pub fn hold_after_upstream_429(&self, hold: Duration) {
+    /// KwikID answered 429: keep the global bucket closed for `hold`, here and, with Redis,
+    /// on every replica.
+    pub async fn hold_after_upstream_429(&self, hold: Duration) {
         let until = (self.epoch.elapsed() + hold).as_nanos() as u64;
         self.upstream_hold_until.fetch_max(until, Ordering::Relaxed);
+        if let Some((shared, _)) = &self.shared
+            && let Err(failure) = shared.hold(hold).await
+        {
+            tracing::warn!(
+                kind = failure.as_str(),
+                "could not share KwikID's 429 hold through Redis"
+            );
+        }
+    }
+
+    /// With Redis configured: whether it answers (for `check`).
+    pub async fn ping_shared(&self) -> Option<Result<(), &'static str>> {
+        let (shared, _) = self.shared.as_ref()?;
+        Some(shared.ping().await.map_err(|f| f.as_str()))
     }
 
     /// Drops callers whose buckets are full again, so caller-chosen ids cannot grow memory
@@ -176,7 +285,9 @@ mod tests {
             per_caller,
             caller_header: http::HeaderName::from_static("x-caller-id"),
             max_wait,
+            redis: None,
         })
+        .unwrap()
     }
 
     #[tokio::test]
@@ -192,9 +303,9 @@ mod tests {
             },
             Duration::ZERO,
         );
-        assert!(l.acquire("a").await.is_ok());
-        assert!(l.acquire("a").await.is_ok());
-        let refused = l.acquire("a").await.unwrap_err();
+        assert!(l.acquire_local("a").await.is_ok());
+        assert!(l.acquire_local("a").await.is_ok());
+        let refused = l.acquire_local("a").await.unwrap_err();
         assert_eq!(
             refused,
             Limited {
@@ -203,7 +314,7 @@ mod tests {
             }
         );
         assert!(
-            l.acquire("b").await.is_ok(),
+            l.acquire_local("b").await.is_ok(),
             "another caller has its own bucket"
         );
     }
@@ -221,15 +332,15 @@ mod tests {
             },
             Duration::ZERO,
         );
-        assert!(l.acquire("a").await.is_ok());
+        assert!(l.acquire_local("a").await.is_ok());
         for _ in 0..5 {
-            assert_eq!(l.acquire("a").await.unwrap_err().scope, Scope::Caller);
+            assert_eq!(l.acquire_local("a").await.unwrap_err().scope, Scope::Caller);
         }
         assert!(
-            l.acquire("b").await.is_ok(),
+            l.acquire_local("b").await.is_ok(),
             "the global bucket still has one permit"
         );
-        assert_eq!(l.acquire("c").await.unwrap_err().scope, Scope::Global);
+        assert_eq!(l.acquire_local("c").await.unwrap_err().scope, Scope::Global);
     }
 
     #[tokio::test]
@@ -245,9 +356,9 @@ mod tests {
             },
             Duration::from_millis(500),
         );
-        assert!(l.acquire("a").await.is_ok());
+        assert!(l.acquire_local("a").await.is_ok());
         assert!(
-            l.acquire("a").await.is_ok(),
+            l.acquire_local("a").await.is_ok(),
             "the second permit comes within 50 ms"
         );
     }
@@ -265,9 +376,9 @@ mod tests {
             },
             Duration::ZERO,
         );
-        l.hold_after_upstream_429(Duration::from_millis(1500));
+        l.hold_after_upstream_429(Duration::from_millis(1500)).await;
         assert_eq!(
-            l.acquire("a").await.unwrap_err(),
+            l.acquire_local("a").await.unwrap_err(),
             Limited {
                 scope: Scope::Upstream,
                 retry_after_secs: 2
@@ -307,7 +418,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             for i in 0..100 {
-                l.acquire(&format!("c{i}")).await.unwrap();
+                l.acquire_local(&format!("c{i}")).await.unwrap();
             }
         });
         assert_eq!(l.caller_keys(), 100);

@@ -43,13 +43,15 @@ impl Gateway {
         config: Config,
         token: &Token,
         access_log: AccessLog,
-    ) -> Result<Arc<Self>, rustls::Error> {
+    ) -> Result<Arc<Self>, SetupError> {
         let metrics = Metrics::new();
         metrics.token_in_use(&token.fingerprint());
+        let limits = RateLimits::new(&config.rate_limit).map_err(|_| SetupError::Redis)?;
+        metrics.limit_backend(limits.preferred_backend());
         Ok(Arc::new(Self {
             token: TokenStore::new(token),
-            limits: RateLimits::new(&config.rate_limit),
-            upstream: Upstream::new(&config.upstream)?,
+            limits,
+            upstream: Upstream::new(&config.upstream).map_err(SetupError::Tls)?,
             access_log,
             metrics,
             ready: AtomicBool::new(false),
@@ -57,6 +59,25 @@ impl Gateway {
         }))
     }
 }
+
+/// What can stop a gateway from being set up once its config is valid.
+#[derive(Debug)]
+pub enum SetupError {
+    Tls(rustls::Error),
+    /// The Redis client could not be created (the URL is never part of the message).
+    Redis,
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tls(e) => write!(f, "cannot set up TLS to the upstream: {e}"),
+            Self::Redis => f.write_str("cannot set up the Redis client for rate_limit.redis_url"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
 
 /// Serves the proxy on `listener` until `shutdown` resolves, then stops accepting, lets
 /// in-flight requests finish (up to `listen.shutdown_grace`) and closes idle connections.

@@ -143,13 +143,16 @@ impl Gateway {
         }
 
         // 6. Rate limits: the caller's share, then the account's ceiling.
-        self.limits.acquire(caller).await.map_err(|limited| {
-            tracing::debug!(scope = limited.scope.as_str(), "rate limited");
-            self.metrics.rate_limited(limited.scope.as_str());
-            Reject::RateLimited {
-                retry_after_secs: limited.retry_after_secs,
-            }
-        })?;
+        self.limits
+            .acquire(caller, &self.metrics)
+            .await
+            .map_err(|limited| {
+                tracing::debug!(scope = limited.scope.as_str(), "rate limited");
+                self.metrics.rate_limited(limited.scope.as_str());
+                Reject::RateLimited {
+                    retry_after_secs: limited.retry_after_secs,
+                }
+            })?;
 
         // 7. Forward: caller credentials and topology stripped, the token inserted, one
         //    deadline over the whole exchange.
@@ -195,7 +198,7 @@ impl Gateway {
                 hold_secs = hold.as_secs(),
                 "KwikID answered 429; holding the global bucket closed"
             );
-            self.limits.hold_after_upstream_429(hold);
+            self.limits.hold_after_upstream_429(hold).await;
         }
         forward::strip_response_headers(&mut parts.headers);
         Ok(Response::from_parts(parts, Full::new(bytes)))
