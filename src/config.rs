@@ -350,6 +350,9 @@ pub struct RawRateLimit {
     pub backend: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// The URL in a file instead (a Kubernetes Secret, say), so a password stays out of config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url_file: Option<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
     pub on_redis_error: String,
@@ -370,6 +373,7 @@ impl Default for RawRateLimit {
             max_wait: Duration::ZERO,
             backend: "local".into(),
             redis_url: None,
+            redis_url_file: None,
             redis_timeout: Duration::from_millis(50),
             on_redis_error: "local".into(),
         }
@@ -445,7 +449,7 @@ impl RawConfig {
             },
             upstream: self.upstream.validate(path, here)?,
             token: self.token.validate(path, here)?,
-            rate_limit: self.rate_limit.validate(path)?,
+            rate_limit: self.rate_limit.validate(path, here)?,
             policy: CallbackPolicy::new(self.policy.callback_hosts.as_deref())
                 .map_err(|e| ConfigError::at(path, "policy.callback_hosts", e))?,
             routes: validate_routes(path, &self.routes)?,
@@ -675,7 +679,7 @@ impl RawToken {
 }
 
 impl RawRateLimit {
-    fn validate(self, path: &Path) -> Result<RateLimit, ConfigError> {
+    fn validate(self, path: &Path, here: &Path) -> Result<RateLimit, ConfigError> {
         let caller_header =
             HeaderName::from_bytes(self.caller_header.as_bytes()).map_err(|_| {
                 ConfigError::at(
@@ -693,7 +697,7 @@ impl RawRateLimit {
         }
         let redis = match self.backend.as_str() {
             "local" => None,
-            "redis" => Some(self.redis(path)?),
+            "redis" => Some(self.redis(path, here)?),
             _ => {
                 return Err(ConfigError::at(
                     path,
@@ -711,12 +715,32 @@ impl RawRateLimit {
         })
     }
 
-    fn redis(&self, path: &Path) -> Result<RedisLimits, ConfigError> {
-        let key = "rate_limit.redis_url";
-        let url = self
-            .redis_url
-            .clone()
-            .ok_or_else(|| ConfigError::at(path, key, "is required with backend = \"redis\""))?;
+    fn redis(&self, path: &Path, here: &Path) -> Result<RedisLimits, ConfigError> {
+        let (key, url) = match (&self.redis_url, &self.redis_url_file) {
+            (Some(url), None) => ("rate_limit.redis_url", url.clone()),
+            (None, Some(file)) => {
+                let key = "rate_limit.redis_url_file";
+                let file = here.join(file);
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    ConfigError::at(path, key, format!("cannot read {}: {e}", file.display()))
+                })?;
+                (key, text.trim_end_matches(['\r', '\n']).to_owned())
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::at(
+                    path,
+                    "rate_limit.redis_url",
+                    "set exactly one of redis_url and redis_url_file, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::at(
+                    path,
+                    "rate_limit.redis_url",
+                    "is required with backend = \"redis\" (or redis_url_file)",
+                ));
+            }
+        };
         let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
             .iter()
             .any(|scheme| url.starts_with(scheme));

@@ -301,12 +301,13 @@ async fn check_reaches_redis() {
             .output()
             .unwrap()
     };
-    // redis-server without a password accepts AUTH? No: so use the URL without the query.
+    // The URL may also come from a file (a Kubernetes Secret).
+    let url_file = scratch.write("redis-url", &format!("{}\n", redis.url()));
     let plain = scratch.write(
         "plain.toml",
         &upstream.config(&format!(
-            "[rate_limit]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
-            redis.url()
+            "[rate_limit]\nbackend = \"redis\"\nredis_url_file = \"{}\"\n",
+            url_file.display()
         )),
     );
     let out = gateway_bin()
