@@ -6,10 +6,10 @@
 //! in, and any caller-chosen field that contains the token in a revealing form is replaced.
 
 use std::io::Write;
-use std::sync::Mutex;
-use std::sync::mpsc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -59,10 +59,11 @@ impl Default for AccessRecord<'_> {
 
 #[derive(Serialize)]
 struct Line<'a> {
-    ts: String,
+    #[serde(serialize_with = "as_display")]
+    ts: humantime::Rfc3339Timestamp,
     request_id: &'a str,
     caller: &'a str,
-    peer: String,
+    peer: SocketAddr,
     method: &'a str,
     path: &'a str,
     status: u16,
@@ -77,6 +78,13 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     handshake_id: Option<&'a str>,
     token_id: &'a str,
+}
+
+fn as_display<S: serde::Serializer>(
+    value: &impl std::fmt::Display,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
 }
 
 /// Cuts caller-chosen text and refuses it whole if it reveals the token.
@@ -99,11 +107,18 @@ fn round3(ms: f64) -> f64 {
 /// Renders one record as a JSON line ending in `\n`. serde_json escapes quotes, newlines and
 /// control characters, so one request is always exactly one line.
 pub fn render(record: &AccessRecord<'_>, token: &LoadedToken) -> Vec<u8> {
+    let mut out = Vec::with_capacity(384);
+    render_into(&mut out, record, token);
+    out
+}
+
+/// [`render`], appending to `out`.
+fn render_into(out: &mut Vec<u8>, record: &AccessRecord<'_>, token: &LoadedToken) {
     let line = Line {
-        ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        ts: humantime::format_rfc3339_millis(SystemTime::now()),
         request_id: scrub(record.request_id, token),
         caller: scrub(record.caller, token),
-        peer: record.peer.to_string(),
+        peer: record.peer,
         method: scrub(record.method, token),
         path: scrub(record.path, token),
         status: record.status,
@@ -116,18 +131,33 @@ pub fn render(record: &AccessRecord<'_>, token: &LoadedToken) -> Vec<u8> {
         handshake_id: record.handshake_id.map(|h| scrub(h, token)),
         token_id: &token.fingerprint,
     };
-    let mut out = Vec::with_capacity(384);
-    // A struct of strings and numbers always serializes.
-    if serde_json::to_writer(&mut out, &line).is_ok() {
+    let start = out.len();
+    // A struct of strings and numbers always serializes; never leave half a line behind.
+    if serde_json::to_writer(&mut *out, &line).is_ok() {
         out.push(b'\n');
+    } else {
+        out.truncate(start);
     }
-    out
 }
 
-/// The writer thread's inbox. Lines are never dropped: the channel is unbounded and the
-/// thread writes as fast as the output takes them.
+/// Past this many bytes waiting, the writer is woken at once.
+const WAKE_AT: usize = 32 * 1024;
+/// Otherwise waiting lines are written at most this late.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+/// Lines waiting for the writer thread.
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    closed: bool,
+}
+
+/// The access log. Requests append their line to a shared buffer; one writer thread writes
+/// it out in batches, so a busy gateway pays one `write` per batch instead of one per
+/// request (or a thread wake-up per request), and never waits for the terminal. Nothing is
+/// dropped: the buffer grows if the output stalls.
 pub struct AccessLog {
-    sender: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
+    pending: Arc<(Mutex<Pending>, Condvar)>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -137,42 +167,61 @@ impl AccessLog {
         Self::to_writer(std::io::stdout())
     }
 
-    pub fn to_writer(output: impl Write + Send + 'static) -> Self {
-        let (sender, receiver) = mpsc::channel::<Vec<u8>>();
+    pub fn to_writer(mut output: impl Write + Send + 'static) -> Self {
+        let pending = Arc::new((Mutex::new(Pending::default()), Condvar::new()));
+        let shared = pending.clone();
         let writer = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
-                let mut output = std::io::BufWriter::with_capacity(64 * 1024, output);
-                while let Ok(line) = receiver.recv() {
-                    let _ = output.write_all(&line);
-                    // Batch whatever else is queued, then flush once the queue is empty.
-                    while let Ok(line) = receiver.try_recv() {
-                        let _ = output.write_all(&line);
+                let (lock, wake) = &*shared;
+                let mut batch = Vec::with_capacity(2 * WAKE_AT);
+                loop {
+                    let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    while p.lines.is_empty() && !p.closed {
+                        p = wake.wait(p).unwrap_or_else(|e| e.into_inner());
                     }
+                    if p.lines.len() < WAKE_AT && !p.closed {
+                        p = wake
+                            .wait_timeout(p, FLUSH_EVERY)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                    std::mem::swap(&mut p.lines, &mut batch);
+                    let done = p.closed && batch.is_empty();
+                    drop(p);
+                    if done {
+                        break;
+                    }
+                    let _ = output.write_all(&batch);
                     let _ = output.flush();
+                    batch.clear();
                 }
             })
             .ok();
         Self {
-            sender: Mutex::new(Some(sender)),
+            pending,
             writer: Mutex::new(writer),
         }
     }
 
     pub fn write(&self, record: &AccessRecord<'_>, token: &LoadedToken) {
-        let line = render(record, token);
-        if let Ok(guard) = self.sender.lock()
-            && let Some(sender) = guard.as_ref()
-        {
-            let _ = sender.send(line);
+        let (lock, wake) = &*self.pending;
+        let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if p.closed {
+            return;
+        }
+        let was_empty = p.lines.is_empty();
+        render_into(&mut p.lines, record, token);
+        if was_empty || p.lines.len() >= WAKE_AT {
+            wake.notify_one();
         }
     }
 
-    /// Writes out every queued line and stops the writer; later records are dropped.
+    /// Writes out every waiting line and stops the writer; later records are dropped.
     pub fn close(&self) {
-        if let Ok(mut sender) = self.sender.lock() {
-            sender.take();
-        }
+        let (lock, wake) = &*self.pending;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        wake.notify_one();
         if let Ok(mut writer) = self.writer.lock()
             && let Some(handle) = writer.take()
         {

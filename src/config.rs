@@ -826,7 +826,7 @@ fn validate_routes(path: &Path, raw: &[RawRoute]) -> Result<Vec<Route>, ConfigEr
         }
         if routes
             .iter()
-            .any(|seen| seen.method == method && seen.path == r.path)
+            .any(|seen| seen.method == method && *seen.path == *r.path)
         {
             return Err(ConfigError::at(
                 path,
@@ -836,7 +836,7 @@ fn validate_routes(path: &Path, raw: &[RawRoute]) -> Result<Vec<Route>, ConfigEr
         }
         routes.push(Route {
             method,
-            path: r.path.clone(),
+            path: std::sync::Arc::from(r.path.as_str()),
         });
     }
     Ok(routes)
@@ -890,7 +890,7 @@ mod tests {
         assert_eq!(c.upstream.path_prefix, "");
         assert_eq!(c.token, TokenSource::Env("KWIKID_API_TOKEN".into()));
         assert_eq!(c.routes.len(), 1);
-        assert_eq!(c.routes[0].path, "/verification/v2/digilocker/init");
+        assert_eq!(&*c.routes[0].path, "/verification/v2/digilocker/init");
         assert_eq!(c.rate_limit.caller_header.as_str(), "x-caller-id");
     }
 

@@ -4,6 +4,7 @@
 //! scope, an upstream error kind, a reload result, a token fingerprint. Never a caller id, a
 //! path the caller chose, or anything secret.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     /// The matched route's configured path, or `none`.
-    route: String,
+    route: Arc<str>,
     status: u16,
     outcome: &'static str,
 }
@@ -50,6 +51,8 @@ struct FingerprintLabel {
 /// The gateway's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,
+    /// The route label of requests that matched no route.
+    no_route: Arc<str>,
     requests: Family<RequestLabels, Counter>,
     request_duration: Histogram,
     upstream_duration: Histogram,
@@ -78,6 +81,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("kwikid_gateway");
         let metrics = Self {
+            no_route: Arc::from("none"),
             requests: Family::default(),
             request_duration: latency_buckets(),
             upstream_duration: latency_buckets(),
@@ -182,10 +186,17 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, route: &str, status: u16, outcome: &'static str, duration: Duration) {
+    /// One answered request; `route` is the matched route's path.
+    pub fn request(
+        &self,
+        route: Option<&Arc<str>>,
+        status: u16,
+        outcome: &'static str,
+        duration: Duration,
+    ) {
         self.requests
             .get_or_create(&RequestLabels {
-                route: route.to_owned(),
+                route: route.unwrap_or(&self.no_route).clone(),
                 status,
                 outcome,
             })
@@ -263,7 +274,7 @@ mod tests {
     fn exposition_has_the_documented_names() {
         let m = Metrics::new();
         m.request(
-            "/verification/v2/digilocker/init",
+            Some(&Arc::from("/verification/v2/digilocker/init")),
             200,
             "forwarded",
             Duration::from_millis(3),

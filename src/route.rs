@@ -3,6 +3,8 @@
 //!
 //! Routes are compared as exact strings, so nothing is ever decoded.
 
+use std::sync::Arc;
+
 use http::{HeaderValue, Method, Request};
 
 /// KwikID's DigiLocker init call, the default and usually only route.
@@ -12,7 +14,8 @@ pub const DIGILOCKER_INIT: &str = "/verification/v2/digilocker/init";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub method: Method,
-    pub path: String,
+    /// Shared, because it is also the route's metric label.
+    pub path: Arc<str>,
 }
 
 /// Why a request matched no route.
@@ -37,7 +40,7 @@ pub fn match_route<B>(routes: &[Route], req: &Request<B>) -> Result<usize, Miss>
     }
     let mut allowed: Option<String> = None;
     for (index, route) in routes.iter().enumerate() {
-        if route.path != path {
+        if &*route.path != path {
             continue;
         }
         if route.method == req.method() {
@@ -85,7 +88,7 @@ mod tests {
     fn routes() -> Vec<Route> {
         vec![Route {
             method: Method::POST,
-            path: DIGILOCKER_INIT.into(),
+            path: Arc::from(DIGILOCKER_INIT),
         }]
     }
 

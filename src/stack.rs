@@ -72,9 +72,7 @@ impl Gateway {
             .insert(X_REQUEST_ID, request_id.clone());
 
         let elapsed = started.elapsed();
-        let route = trail
-            .route
-            .map_or("none", |i| self.config.routes[i].path.as_str());
+        let route = trail.route.map(|i| &self.config.routes[i].path);
         self.metrics
             .request(route, response.status().as_u16(), outcome, elapsed);
         let token = self.token.current();
@@ -156,10 +154,13 @@ impl Gateway {
 
         // 7. Forward: caller credentials and topology stripped, the token inserted, one
         //    deadline over the whole exchange.
-        let mut headers =
-            forward::request_headers(&parts.headers, &config.rate_limit.caller_header);
-        headers.insert(X_REQUEST_ID, request_id.clone());
-        let authorization = self.token.current().header.clone();
+        let headers = || {
+            let mut headers =
+                forward::request_headers(&parts.headers, &config.rate_limit.caller_header);
+            headers.insert(X_REQUEST_ID, request_id.clone());
+            headers
+        };
+        let token = self.token.current();
         let sent = Instant::now();
         let answer = self
             .upstream
@@ -168,7 +169,7 @@ impl Gateway {
                 parts.uri.path(),
                 parts.uri.query(),
                 headers,
-                authorization,
+                &token.header,
                 body,
             )
             .await;

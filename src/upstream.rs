@@ -104,18 +104,17 @@ impl Upstream {
     }
 
     /// Sends one request and collects KwikID's whole answer within `request_timeout`.
-    /// Retried once only when the connection never opened, so nothing reached KwikID.
+    /// Retried once only when the connection never opened, so nothing reached KwikID;
+    /// `headers` builds the forwarded headers for each attempt (usually one).
     pub async fn send(
         &self,
         method: &Method,
         path: &str,
         query: Option<&str>,
-        mut headers: HeaderMap,
-        authorization: HeaderValue,
+        headers: impl Fn() -> HeaderMap,
+        authorization: &HeaderValue,
         body: Bytes,
     ) -> Result<Response<Bytes>, UpstreamError> {
-        headers.insert(header::HOST, self.host.clone());
-        headers.insert(header::AUTHORIZATION, authorization);
         let uri = self.uri(path, query);
         let exchange = async {
             let mut attempt = 0;
@@ -124,7 +123,11 @@ impl Upstream {
                 let mut request = Request::new(Full::new(body.clone()));
                 *request.method_mut() = method.clone();
                 *request.uri_mut() = uri.clone();
-                *request.headers_mut() = headers.clone();
+                let forwarded = request.headers_mut();
+                *forwarded = headers();
+                forwarded.insert(header::HOST, self.host.clone());
+                // Inserted, never appended: the caller's own Authorization never passes.
+                forwarded.insert(header::AUTHORIZATION, authorization.clone());
                 match self.client.request(request).await {
                     Ok(response) => return collect(response).await,
                     Err(e) if e.is_connect() && attempt == 1 => continue,

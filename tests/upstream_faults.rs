@@ -27,6 +27,7 @@ async fn upstream_down_then_back() {
         .assert_error(502, "upstream_unavailable");
     upstream.up().await;
     assert_eq!(init(gw.addr, "{}").await.status, 200);
+    gw.access_line(4);
     let outcomes: Vec<_> = gw
         .access_log()
         .iter()
