@@ -3,14 +3,19 @@
 
   check_manifests.py assert DEPLOY_DIR
       One line per check ("ok   ..." or "FAIL ...: why"); exit 1 if any failed. Checks that the
-      Deployment, Service, NetworkPolicy, PodDisruptionBudget, ConfigMap, example Secret,
-      Dockerfile and systemd unit agree with each other: ports, probe paths, mount paths, the
-      token path, shutdown budgets, hardening.
+      Deployment, HorizontalPodAutoscaler, Service, NetworkPolicy, PodDisruptionBudget,
+      ConfigMap, example Secrets, Dockerfile and systemd unit agree with each other: ports,
+      probe paths, mount paths, the token and Redis URL paths, replica counts, shutdown budgets,
+      hardening.
 
-  check_manifests.py render SOURCE OUT TOKEN_FILE
+  check_manifests.py backend SOURCE
+      Prints the config's [rate_limit] backend ("local" or "redis").
+
+  check_manifests.py render SOURCE OUT TOKEN_FILE [REDIS_URL_FILE]
       Writes the gateway config found in SOURCE (a config.toml, or a ConfigMap YAML holding
-      one under config.toml) to OUT, with [token] file rewritten to TOKEN_FILE so that
-      `kwikid-gateway check` can run here. Prints "file" or "env NAME" (the token source).
+      one under config.toml) to OUT, with [token] file rewritten to TOKEN_FILE (and a
+      [rate_limit] redis_url_file to REDIS_URL_FILE, or a redis_url to the URL that file holds)
+      so that `kwikid-gateway check` can run here. Prints "file" or "env NAME" (the token source).
 
 Needs Python >= 3.11 (tomllib) and PyYAML (a dependency of kubernetes-validate).
 """
@@ -20,6 +25,7 @@ import os
 import re
 import sys
 import tomllib
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -87,10 +93,15 @@ def dockerfile_final_stage(path):
     return [tuple((l.split(None, 1) + [""])[:2]) for l in lines[last_from:]], text
 
 
+def as_list(docs):
+    return docs if isinstance(docs, list) else [docs]
+
+
 def run_asserts(deploy):
     k = load_manifests(deploy)
     dep, svc, cm = k["Deployment"], k["Service"], k["ConfigMap"]
-    netpol, pdb, secret = k["NetworkPolicy"], k["PodDisruptionBudget"], k["Secret"]
+    netpol, pdb, hpa = k["NetworkPolicy"], k["PodDisruptionBudget"], k["HorizontalPodAutoscaler"]
+    secrets = {s["metadata"]["name"]: s for s in as_list(k["Secret"])}
     pod = dep["spec"]["template"]["spec"]
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
     (ctr,) = pod["containers"]
@@ -139,22 +150,48 @@ def run_asserts(deploy):
 
     check("k8s Service: ClusterIP, proxy 8080 and metrics 9090 -> the containerPorts", service)
 
+    def secret_mount(volume, path):
+        """The Secret volume `volume` is a directory mount (no subPath) at dirname(path), and an
+        example Secret of that name provides the file basename(path)."""
+        mount = mounts[volume]
+        if "subPath" in mount or "subPathExpr" in mount:
+            return "subPath mounts are never updated: a changed Secret would not reach the pod"
+        if mount["mountPath"].rstrip("/") != os.path.dirname(path):
+            return f"mounted at {mount['mountPath']}, the config names {path}"
+        vol = volumes[volume]["secret"]
+        example = secrets.get(vol["secretName"])
+        if example is None:
+            return f"no example Secret {vol['secretName']} in kubernetes/examples/"
+        paths = {i["path"]: i["key"] for i in vol.get("items", [])} or {key: key for key in example["stringData"]}
+        key = paths.get(os.path.basename(path))
+        if key not in example["stringData"]:
+            return f"Secret {vol['secretName']} key {key} does not provide {os.path.basename(path)}"
+
     def token_mount():
-        token = cfg["token"]["file"]
         if "env" in cfg["token"]:
             return "token.env set too"
-        mount = mounts["token"]
-        if "subPath" in mount or "subPathExpr" in mount:
-            return "subPath mounts are never updated: rotation would not reach the pod"
-        if mount["mountPath"].rstrip("/") != os.path.dirname(token):
-            return f"mounted at {mount['mountPath']}, token.file is {token}"
-        vol = volumes["token"]["secret"]
-        paths = {i["path"]: i["key"] for i in vol.get("items", [])} or {key: key for key in secret["stringData"]}
-        key = paths.get(os.path.basename(token))
-        if vol["secretName"] != secret["metadata"]["name"] or key not in secret["stringData"]:
-            return f"Secret {vol['secretName']} key {key} does not provide {os.path.basename(token)}"
+        return secret_mount("token", cfg["token"]["file"])
 
     check("k8s Secret volume (no subPath) mounted where ConfigMap token.file points", token_mount)
+
+    rl = cfg["rate_limit"]
+
+    def redis_config():
+        if rl.get("backend") != "redis":
+            return f"backend {rl.get('backend')!r}: the replicas must share their limits"
+        if "redis_url" in rl or "redis_url_file" not in rl:
+            return "the URL (it may hold a password) must come from redis_url_file, not redis_url"
+        if rl.get("on_redis_error", "local") not in ("local", "allow", "deny"):
+            return f"on_redis_error {rl.get('on_redis_error')!r}"
+        if (rl["global"], rl["per_caller"]) != ({"per_second": 20, "burst": 40}, {"per_second": 5, "burst": 10}):
+            return f"global {rl['global']}, per_caller {rl['per_caller']}: the account's rates, not divided per pod"
+
+    check("k8s ConfigMap rate_limit: backend redis, redis_url_file, account-wide rates 20/s burst 40", redis_config)
+
+    def redis_mount():
+        return secret_mount("redis", rl["redis_url_file"])
+
+    check("k8s Redis Secret volume (no subPath) mounted where ConfigMap redis_url_file points", redis_mount)
 
     def config_mount():
         conf = ctr["args"][ctr["args"].index("--config") + 1]
@@ -201,6 +238,49 @@ def run_asserts(deploy):
 
     check("k8s replicas 2, requests cpu 100m memory 32Mi, limit memory 128Mi", sizing)
 
+    def autoscaler():
+        spec = hpa["spec"]
+        ref = spec["scaleTargetRef"]
+        if (ref["apiVersion"], ref["kind"], ref["name"]) != ("apps/v1", "Deployment", dep["metadata"]["name"]):
+            return f"scaleTargetRef {ref}"
+        lo, hi = spec.get("minReplicas", 1), spec["maxReplicas"]
+        if not 2 <= lo <= dep["spec"]["replicas"] <= hi:
+            return f"want 2 <= minReplicas {lo} <= Deployment replicas {dep['spec']['replicas']} <= maxReplicas {hi}"
+        for metric in spec["metrics"]:
+            if metric["type"] == "Resource" and metric["resource"]["target"]["type"] == "Utilization":
+                name = metric["resource"]["name"]
+                if not ctr["resources"].get("requests", {}).get(name):
+                    return f"{name} Utilization needs a {name} request on the container"
+        if not any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in spec["metrics"]):
+            return "no CPU metric"
+
+    check("k8s HPA: targets the Deployment, 2 <= minReplicas <= replicas <= max, CPU request present", autoscaler)
+
+    def anti_affinity():
+        terms = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        if not any(t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+                   and selects(t["podAffinityTerm"]["labelSelector"]) for t in terms):
+            return "no preferred anti-affinity on kubernetes.io/hostname selecting the pods"
+        if "requiredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]:
+            return "required anti-affinity would leave pods beyond the node count Pending"
+        for tsc in pod.get("topologySpreadConstraints", []):
+            if tsc["topologyKey"] == "kubernetes.io/hostname" and (
+                    tsc["whenUnsatisfiable"] != "ScheduleAnyway" or not selects(tsc["labelSelector"])):
+                return "the hostname topologySpreadConstraint must be ScheduleAnyway and select the pods"
+
+    check("k8s pods spread across nodes: preferred anti-affinity + soft topology spread on hostname", anti_affinity)
+
+    def no_redis_server():
+        workloads = [d for kind in ("Deployment", "StatefulSet", "DaemonSet", "Pod", "Job")
+                     for d in as_list(k.get(kind, []))]
+        if len(workloads) != 1:
+            return f"{len(workloads)} workloads; only the gateway's Deployment belongs here"
+        images = [c["image"] for c in pod["containers"] + pod.get("initContainers", [])]
+        if any("redis" in image or "valkey" in image for image in images):
+            return f"images {images}"
+
+    check("k8s manifests ship no Redis server (the team's own is used)", no_redis_server)
+
     def scrape():
         ann = dep["spec"]["template"]["metadata"].get("annotations", {})
         if (ann.get("prometheus.io/scrape"), ann.get("prometheus.io/port"), ann.get("prometheus.io/path")) != (
@@ -222,25 +302,37 @@ def run_asserts(deploy):
                      9090: [(("kwikid-gateway/monitoring", "true"),)]}:
             return f"ingress {rules}"
         egress = sorted((p["protocol"], p["port"]) for r in spec["egress"] for p in r["ports"])
-        if egress != [("TCP", 53), ("TCP", 443), ("UDP", 53)]:
+        if egress != [("TCP", 53), ("TCP", 443), ("TCP", 6379), ("TCP", 6380), ("UDP", 53)]:
             return f"egress {egress}"
+        url = secrets["kwikid-gateway-redis"]["stringData"]["url"]
+        port = urlsplit(url).port or (6380 if url.startswith("rediss://") else 6379)
+        if ("TCP", port) not in egress:
+            return f"the example Redis URL's port {port} is not allowed out"
 
-    check("k8s NetworkPolicy: 8080 from caller namespaces, 9090 from monitoring, egress DNS + 443", network_policy)
+    check("k8s NetworkPolicy: 8080 from callers, 9090 from monitoring, egress DNS + 443 + Redis 6379/6380",
+          network_policy)
 
     def disruption_budget():
         if pdb["spec"].get("minAvailable") != 1 or not selects(pdb["spec"]["selector"]):
             return "minAvailable must be 1, selecting the pods"
+        if not pdb["spec"]["minAvailable"] < hpa["spec"].get("minReplicas", 1):
+            return f"minAvailable {pdb['spec']['minAvailable']} >= HPA minReplicas: a drain could never evict"
 
-    check("k8s PodDisruptionBudget: minAvailable 1, selects the pods", disruption_budget)
+    check("k8s PodDisruptionBudget: minAvailable 1 < HPA minReplicas, selects the pods", disruption_budget)
 
-    def placeholder():
-        for key, value in secret.get("stringData", {}).items():
-            if "REPLACE_ME" not in value:
-                return f"stringData.{key} is not a REPLACE_ME placeholder"
-        if secret.get("data"):
-            return "example Secret must not carry base64 data"
+    def placeholders():
+        if set(secrets) != {"kwikid-gateway-token", "kwikid-gateway-redis"}:
+            return f"example Secrets {sorted(secrets)}"
+        for name, secret in secrets.items():
+            if secret.get("data"):
+                return f"{name}: an example Secret must not carry base64 data"
+        if "REPLACE_ME" not in secrets["kwikid-gateway-token"]["stringData"]["token"]:
+            return "the token is not a REPLACE_ME placeholder"
+        url = secrets["kwikid-gateway-redis"]["stringData"]["url"]
+        if url != "rediss://:CHANGE-ME@redis.example.internal:6380/0":
+            return f"the Redis URL is not the placeholder: {url}"
 
-    check("k8s example Secret holds only a placeholder", placeholder)
+    check("k8s example Secrets (token, Redis URL) hold only placeholders", placeholders)
 
     # ---- Dockerfile ----
     stage, docker_text = dockerfile_final_stage(os.path.join(deploy, "Dockerfile"))
@@ -306,21 +398,55 @@ def run_asserts(deploy):
 
     check("systemd: hardening (DynamicUser, ProtectSystem=strict, no capabilities, syscall filter, ...)", hardening)
 
+    def single_instance_backends():
+        with open(os.path.join(deploy, "docker", "config.toml"), "rb") as f:
+            dcfg = tomllib.load(f)
+        got = {name: c.get("rate_limit", {}).get("backend", "local") for name, c in
+               (("systemd", scfg), ("docker", dcfg))}
+        if set(got.values()) != {"local"}:
+            return f"backends {got}"
+
+    check("systemd and docker configs: rate_limit backend local (one instance)", single_instance_backends)
+
     return 1 if FAILED else 0
 
 
-def render(source, out, token_file):
+def config_text(source):
     with open(source) as f:
         text = f.read()
     if source.endswith((".yaml", ".yml")):
         (cm,) = [d for d in yaml.safe_load_all(text) if d and d["kind"] == "ConfigMap"]
         text = cm["data"]["config.toml"]
-    token = tomllib.loads(text).get("token", {})
+    return text
+
+
+def backend(source):
+    print(tomllib.loads(config_text(source)).get("rate_limit", {}).get("backend", "local"))
+    return 0
+
+
+def replace_once(source, text, what, old, new):
+    quoted = '"' + old + '"'
+    if text.count(quoted) != 1:
+        sys.exit(f"render: {source}: {what} {quoted} must appear exactly once")
+    return text.replace(quoted, '"' + new + '"')
+
+
+def render(source, out, token_file, redis_url_file=None):
+    text = config_text(source)
+    cfg = tomllib.loads(text)
+    rl = cfg.get("rate_limit", {})
+    if rl.get("backend") == "redis" and redis_url_file is None:
+        sys.exit(f"render: {source}: backend = \"redis\" needs REDIS_URL_FILE")
+    if redis_url_file is not None and "redis_url_file" in rl:
+        text = replace_once(source, text, "rate_limit.redis_url_file", str(rl["redis_url_file"]), redis_url_file)
+    elif redis_url_file is not None and "redis_url" in rl:
+        with open(redis_url_file) as f:
+            url = f.read().rstrip("\r\n")
+        text = replace_once(source, text, "rate_limit.redis_url", rl["redis_url"], url)
+    token = cfg.get("token", {})
     if "file" in token:
-        quoted = '"' + token["file"] + '"'
-        if text.count(quoted) != 1:
-            sys.exit(f"render: {source}: token.file {quoted} must appear exactly once")
-        text = text.replace(quoted, '"' + token_file + '"')
+        text = replace_once(source, text, "token.file", token["file"], token_file)
         print("file")
     else:
         print("env", token.get("env", "KWIKID_API_TOKEN"))
@@ -332,6 +458,8 @@ def render(source, out, token_file):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "assert":
         sys.exit(run_asserts(sys.argv[2]))
-    if len(sys.argv) == 5 and sys.argv[1] == "render":
+    if len(sys.argv) == 3 and sys.argv[1] == "backend":
+        sys.exit(backend(sys.argv[2]))
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "render":
         sys.exit(render(*sys.argv[2:]))
     sys.exit(__doc__)
