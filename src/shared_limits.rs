@@ -61,6 +61,8 @@ return 0
 pub enum RedisFailure {
     Timeout,
     Connection,
+    /// Redis refused the credentials in the URL.
+    Auth,
     Script,
     /// Still backing off after a failure; Redis was not asked.
     BackingOff,
@@ -71,6 +73,7 @@ impl RedisFailure {
         match self {
             Self::Timeout => "timeout",
             Self::Connection => "connection",
+            Self::Auth => "auth",
             Self::Script => "script",
             Self::BackingOff => "backing_off",
         }
@@ -191,7 +194,9 @@ impl SharedBuckets {
 }
 
 fn classify(error: &redis::RedisError) -> RedisFailure {
-    if error.is_timeout() {
+    if error.kind() == redis::ErrorKind::AuthenticationFailed || error.code() == Some("NOAUTH") {
+        RedisFailure::Auth
+    } else if error.is_timeout() {
         RedisFailure::Timeout
     } else if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal()
     {
