@@ -39,28 +39,86 @@ struct Trail {
     route: Option<usize>,
 }
 
+/// One request, from its head to its access-log line. Dropped before it was answered (the
+/// caller went away, so hyper dropped the handler), it still records the request, as
+/// status 499 `client_closed`, the way nginx does: no request leaves no trace.
+struct Exchange<'g> {
+    gateway: &'g Gateway,
+    started: Instant,
+    request_id: HeaderValue,
+    caller: String,
+    method: http::Method,
+    path: String,
+    peer: SocketAddr,
+    trail: Trail,
+    recorded: bool,
+}
+
+/// Status and outcome of a request whose caller left before the answer.
+const CLIENT_CLOSED: (u16, &str) = (499, "client_closed");
+
+impl Exchange<'_> {
+    /// Counts and logs the request, once.
+    fn record(&mut self, status: u16, outcome: &'static str, bytes_out: usize) {
+        self.recorded = true;
+        let gateway = self.gateway;
+        let elapsed = self.started.elapsed();
+        let route = self.trail.route.map(|i| &gateway.config.routes[i].path);
+        gateway.metrics.request(route, status, outcome, elapsed);
+        let token = gateway.token.current();
+        gateway.access_log.write(
+            &AccessRecord {
+                request_id: self.request_id.to_str().unwrap_or_default(),
+                caller: &self.caller,
+                peer: self.peer,
+                method: self.method.as_str(),
+                path: &self.path,
+                status,
+                upstream_status: self.trail.upstream_status,
+                outcome,
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                upstream_ms: self.trail.upstream_ms,
+                bytes_in: self.trail.bytes_in,
+                bytes_out,
+                handshake_id: self.trail.handshake_id.as_deref(),
+            },
+            &token,
+        );
+    }
+}
+
+impl Drop for Exchange<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.record(CLIENT_CLOSED.0, CLIENT_CLOSED.1, 0);
+        }
+    }
+}
+
 impl Gateway {
     /// Answers one request, records it, and never fails: every refusal is a response.
     pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<Full<Bytes>> {
-        let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
-        let request_id = request_id(req.headers().get(X_REQUEST_ID));
-        let caller = match &peer.certificate_name {
-            Some(name) => name.to_string(),
-            None => trusted::caller_name(
-                req.headers(),
-                &self.config.rate_limit.caller_header,
-                peer.addr,
-            ),
+        let mut exchange = Exchange {
+            gateway: self,
+            started: Instant::now(),
+            request_id: request_id(req.headers().get(X_REQUEST_ID)),
+            caller: match &peer.certificate_name {
+                Some(name) => name.to_string(),
+                None => trusted::caller_name(
+                    req.headers(),
+                    &self.config.rate_limit.caller_header,
+                    peer.addr,
+                ),
+            },
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            peer: peer.addr,
+            trail: Trail::default(),
+            recorded: false,
         };
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
-        let mut trail = Trail::default();
 
-        let (mut response, outcome) = match self
-            .pipeline(req, peer, &caller, &request_id, &mut trail)
-            .await
-        {
+        let (mut response, outcome) = match self.pipeline(req, peer, &mut exchange).await {
             Ok(response) => (response, "forwarded"),
             Err(reject) => {
                 let code = reject.code();
@@ -69,33 +127,11 @@ impl Gateway {
         };
         response
             .headers_mut()
-            .insert(X_REQUEST_ID, request_id.clone());
-
-        let elapsed = started.elapsed();
-        let route = trail.route.map(|i| &self.config.routes[i].path);
-        self.metrics
-            .request(route, response.status().as_u16(), outcome, elapsed);
-        let token = self.token.current();
-        self.access_log.write(
-            &AccessRecord {
-                request_id: request_id.to_str().unwrap_or_default(),
-                caller: &caller,
-                peer: peer.addr,
-                method: method.as_str(),
-                path: &path,
-                status: response.status().as_u16(),
-                upstream_status: trail.upstream_status,
-                outcome,
-                duration_ms: elapsed.as_secs_f64() * 1000.0,
-                upstream_ms: trail.upstream_ms,
-                bytes_in: trail.bytes_in,
-                bytes_out: hyper::body::Body::size_hint(response.body())
-                    .exact()
-                    .unwrap_or(0) as usize,
-                handshake_id: trail.handshake_id.as_deref(),
-            },
-            &token,
-        );
+            .insert(X_REQUEST_ID, exchange.request_id.clone());
+        let bytes_out = hyper::body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0) as usize;
+        exchange.record(response.status().as_u16(), outcome, bytes_out);
         response
     }
 
@@ -103,11 +139,14 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         peer: &Peer,
-        caller: &str,
-        request_id: &HeaderValue,
-        trail: &mut Trail,
+        exchange: &mut Exchange<'_>,
     ) -> Result<Response<Full<Bytes>>, Reject> {
         let config = &self.config;
+        let (caller, request_id, trail) = (
+            exchange.caller.as_str(),
+            &exchange.request_id,
+            &mut exchange.trail,
+        );
 
         // 1. Trust: the peer address, decided before anything the caller wrote is looked at.
         if !peer.trusted {

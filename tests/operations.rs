@@ -198,3 +198,38 @@ async fn slow_headers_are_cut_off() {
         "{text}"
     );
 }
+
+/// A caller that hangs up while its request is at KwikID still leaves an access-log line:
+/// status 499, outcome client_closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_hangs_up_is_still_logged() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&upstream.config(""));
+    upstream
+        .mock()
+        .set_fault(Fault::Delay(Duration::from_secs(2)));
+    let mut caller = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    caller
+        .write_all(
+            format!("POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Length: 26\r\n\r\n{{\"handshake_id\":\"hung-up\"}}")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the request to reach the mock",
+        Duration::from_secs(10),
+        || async { upstream.mock().served() == 1 },
+    )
+    .await;
+    drop(caller);
+    let line = gw.access_line(1);
+    assert_eq!(line["status"], 499);
+    assert_eq!(line["outcome"], "client_closed");
+    assert_eq!(line["handshake_id"], "hung-up");
+    let metrics = admin_get(gw.admin, "/metrics").await.text();
+    assert!(
+        metrics.contains("status=\"499\",outcome=\"client_closed\"} 1"),
+        "{metrics}"
+    );
+}
