@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -152,7 +153,9 @@ async fn prune_forever(gateway: Arc<Gateway>) {
 }
 
 /// One caller connection: the TLS handshake if configured (bounded by `header_read_timeout`,
-/// which hyper does not cover), then HTTP/1 until it closes.
+/// which hyper does not cover), then HTTP/1 until it closes. The TLS path is boxed so that a
+/// plain connection's task is not sized for a TLS session: idle keep-alive connections are
+/// what most of the gateway's memory holds.
 async fn connection(
     stream: TcpStream,
     addr: std::net::SocketAddr,
@@ -171,6 +174,21 @@ async fn connection(
         };
         return serve_http(TokioIo::new(stream), peer, gateway, watcher).await;
     };
+    Box::pin(serve_tls(
+        stream, addr, in_cidrs, acceptor, gateway, watcher,
+    ))
+    .await;
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    addr: std::net::SocketAddr,
+    in_cidrs: bool,
+    acceptor: TlsAcceptor,
+    gateway: Arc<Gateway>,
+    watcher: Watcher,
+) {
+    let listen = &gateway.config.listen;
     let Ok(Ok(stream)) =
         tokio::time::timeout(listen.header_read_timeout, acceptor.accept(stream)).await
     else {
@@ -205,10 +223,15 @@ where
         .header_read_timeout(gateway.config.listen.header_read_timeout)
         .max_headers(64)
         .keep_alive(true);
+    // hyper keeps one slot per connection sized for the service's future, for the
+    // connection's whole life. Boxing the request's future keeps that slot a pointer, so an
+    // idle keep-alive connection does not hold a request-sized block of memory.
     let service = service_fn(move |req| {
         let gateway = gateway.clone();
         let peer = peer.clone();
-        async move { Ok::<_, Infallible>(gateway.handle(req, &peer).await) }
+        let handled: Pin<Box<dyn Future<Output = _> + Send>> =
+            Box::pin(async move { Ok::<_, Infallible>(gateway.handle(req, &peer).await) });
+        handled
     });
     let _ = watcher.watch(http.serve_connection(io, service)).await;
 }

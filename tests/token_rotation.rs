@@ -37,7 +37,8 @@ fn reloaded_to(gw: &Gateway, token: &str) -> String {
     let id = fingerprint(token);
     gw.stderr.wait_for(
         "the reload log line",
-        Duration::from_secs(2) + Duration::from_millis(1500),
+        // The promise is 2 s (one 1 s poll, then the read); the slack is for a loaded CI machine.
+        Duration::from_secs(5),
         |l| l.contains("token reloaded") && l.contains(&id),
     )
 }
@@ -108,7 +109,7 @@ async fn bad_reads_keep_the_last_good_token() {
     let gw = gateway_with_token_file(&upstream, &file);
     let warnings = |n: usize| {
         gw.stderr
-            .wait_for_count("reload warnings", n, Duration::from_secs(4), |l| {
+            .wait_for_count("reload warnings", n, Duration::from_secs(10), |l| {
                 l.contains("token reload failed")
             });
     };
