@@ -187,15 +187,30 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: ", self.file)?;
+        let mut line = format!("{}: ", self.file);
         match (&self.key, self.line) {
-            (Some(key), Some(line)) => write!(f, "{key} (line {line}): ")?,
-            (Some(key), None) => write!(f, "{key}: ")?,
-            (None, Some(line)) => write!(f, "line {line}: ")?,
+            (Some(key), Some(n)) => line.push_str(&format!("{key} (line {n}): ")),
+            (Some(key), None) => line.push_str(&format!("{key}: ")),
+            (None, Some(n)) => line.push_str(&format!("line {n}: ")),
             (None, None) => {}
         }
-        f.write_str(&self.reason)
+        line.push_str(&self.reason);
+        f.write_str(&one_line(&line))
     }
+}
+
+/// Escapes control characters (a key, a file name or a path may hold a line break), so an
+/// error is always exactly one line.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl std::error::Error for ConfigError {}

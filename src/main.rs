@@ -66,7 +66,7 @@ fn main() -> ExitCode {
 
 /// A bad config or token: one line on stderr, exit 2.
 fn bad_config(line: impl std::fmt::Display) -> ExitCode {
-    eprintln!("{line}");
+    eprintln!("{}", kwikid_gateway::config::one_line(&line.to_string()));
     ExitCode::from(2)
 }
 
