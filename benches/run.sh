@@ -1,0 +1,376 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: kwikid-gateway vs nginx (one worker) doing the same token injection
+# in front of one shared kwikid-mock over HTTPS, plus the floor (the load generator straight at
+# the mock). See benches/README.md. Loopback only; every run is bounded in time.
+#
+#   bash benches/install.sh     # once: nginx, wrk, oha, python3
+#   bash benches/run.sh         # builds with cargo --release --locked, runs, writes
+#                               # benches/results/latest.md
+#
+# Knobs (environment): ROUNDS=3 DURATION=10 RATE=1000 RATE_DURATION=10 CONNS=64
+# IDLE_CONNS=1000 WARMUP=2 PROXY_CPU=0 LOAD_CPU=1 KEEP_WORKDIR=0 OUT=benches/results/latest.md
+# CONTENDERS="floor gateway nginx" (a subset is fine for a quick look)
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+RATE=${RATE:-1000}
+RATE_DURATION=${RATE_DURATION:-10}
+CONNS=${CONNS:-64}
+IDLE_CONNS=${IDLE_CONNS:-1000}
+WARMUP=${WARMUP:-2}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+KEEP_WORKDIR=${KEEP_WORKDIR:-0}
+read -r -a contenders <<<"${CONTENDERS:-floor gateway nginx}"
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+OUT=${OUT:-$here/results/latest.md}
+BODY='{"handshake_id":"bench-session-12345","callback_url":"https://app.example.com/dl/cb"}'
+ROUTE=/verification/v2/digilocker/init
+
+say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------- preflight
+for who in "${contenders[@]}"; do
+    case $who in floor | gateway | nginx) ;; *) die "unknown contender: $who" ;; esac
+done
+for tool in cargo nginx wrk oha python3 taskset timeout awk sed; do
+    command -v "$tool" >/dev/null || die "$tool not found; run: bash benches/install.sh"
+done
+[ "$(nproc --all)" -ge 2 ] || die "needs at least 2 CPUs (proxy on one, load + mock on another)"
+# 1,000 idle callers plus upstream connections need more than the usual 1024 descriptors.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+clk_tck=$(getconf CLK_TCK)
+
+say "building: cargo build --release --locked"
+(cd "$repo" && cargo build --release --locked --bins) >&2
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+gateway_bin=$target_dir/release/kwikid-gateway
+mock_bin=$target_dir/release/kwikid-mock
+if [ ! -x "$gateway_bin" ] || [ ! -x "$mock_bin" ]; then die "release binaries missing under $target_dir"; fi
+
+work=$(mktemp -d /tmp/kwikid-bench.XXXXXX)
+chmod 711 "$work"
+results=$work/results.tsv
+: >"$results"
+started_pids=()
+
+cleanup() {
+    local pid
+    for pid in "${started_pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${started_pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$KEEP_WORKDIR" = 1 ]; then
+        say "work dir kept: $work"
+    else
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until 127.0.0.1:$1 accepts TCP, while process $2 is alive.
+wait_port() {
+    local port=$1 pid=$2 i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+stop_pid() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    local kept=()
+    for p in "${started_pids[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+    started_pids=("${kept[@]}")
+}
+
+# utime + stime (clock ticks) summed over the given PIDs; includes exited threads.
+cpu_ticks() {
+    local pid total=0 t
+    for pid in "$@"; do
+        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; }
+
+# ---------------------------------------------------------------------------- the mock
+token="bench-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+export KWIKID_API_TOKEN=$token
+
+say "starting kwikid-mock on CPU $LOAD_CPU"
+taskset -c "$LOAD_CPU" "$mock_bin" --listen 127.0.0.1:0 --ca-out "$work/ca.pem" \
+    >"$work/mock.out" 2>"$work/mock.err" &
+mock_pid=$!
+started_pids+=("$mock_pid")
+mock_port=""
+for ((i = 0; i < 100; i++)); do
+    mock_port=$(sed -n 's|^kwikid-mock listening on https://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$work/mock.out")
+    [ -n "$mock_port" ] && break
+    kill -0 "$mock_pid" 2>/dev/null || { cat "$work/mock.err" >&2; die "kwikid-mock exited"; }
+    sleep 0.1
+done
+[ -n "$mock_port" ] || die "kwikid-mock did not say where it listens"
+
+# ---------------------------------------------------------------------------- contender A
+gateway_port=$(free_port)
+admin_port=$(free_port)
+cat >"$work/gateway.toml" <<EOF
+# kwikid-gateway for the benchmark: config.toml with loopback ports, the mock as upstream,
+# limits far above the offered load, idle keep-alive kept 60 s (as nginx's keepalive_timeout).
+[listen]
+addr = "127.0.0.1:$gateway_port"
+allow_cidrs = ["127.0.0.0/8", "::1/128"]
+max_connections = 4096
+header_read_timeout = "60s"
+max_body_bytes = 16384
+shutdown_grace = "5s"
+
+[admin]
+addr = "127.0.0.1:$admin_port"
+
+[upstream]
+base_url = "https://localhost:$mock_port"
+connect_timeout = "2s"
+request_timeout = "10s"
+ca_file = "$work/ca.pem"
+pool_max_idle_per_host = 64
+
+[token]
+env = "KWIKID_API_TOKEN"
+
+[rate_limit]
+global = { per_second = 1000000, burst = 1000000 }
+per_caller = { per_second = 1000000, burst = 1000000 }
+caller_header = "x-caller-id"
+max_wait = "0s"
+
+[[routes]]
+method = "POST"
+path = "$ROUTE"
+
+[log]
+level = "warn"
+format = "json"
+EOF
+"$gateway_bin" check --config "$work/gateway.toml" >/dev/null || die "gateway config rejected"
+
+start_gateway() {
+    taskset -c "$PROXY_CPU" "$gateway_bin" --config "$work/gateway.toml" \
+        >>"$work/gateway-access.log" 2>>"$work/gateway.err" &
+    proxy_pid=$!
+    started_pids+=("$proxy_pid")
+    proxy_port=$gateway_port
+    wait_port "$proxy_port" "$proxy_pid" || { tail -5 "$work/gateway.err" >&2; die "gateway did not start"; }
+    cpu_pids=("$proxy_pid")
+    rss_pid=$proxy_pid
+}
+stop_gateway() { stop_pid "$proxy_pid"; }
+
+# ---------------------------------------------------------------------------- contender B
+nginx_port=$(free_port)
+mkdir -p "$work/nginx/tmp"
+sed -e "s|@DIR@|$work/nginx|g" -e "s|@PORT@|$nginx_port|g" -e "s|@MOCK_PORT@|$mock_port|g" \
+    -e "s|@CA@|$work/ca.pem|g" -e "s|@TOKEN@|$token|g" \
+    "$here/nginx.conf.template" >"$work/nginx/nginx.conf"
+chmod 600 "$work/nginx/nginx.conf"
+nginx -t -q -p "$work/nginx/" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" \
+    || die "nginx config rejected"
+
+start_nginx() {
+    taskset -c "$PROXY_CPU" nginx -p "$work/nginx/" -e "$work/nginx/error.log" \
+        -c "$work/nginx/nginx.conf" -g 'daemon off;' 2>>"$work/nginx/stderr" &
+    proxy_pid=$!
+    started_pids+=("$proxy_pid")
+    proxy_port=$nginx_port
+    wait_port "$proxy_port" "$proxy_pid" || { tail -5 "$work/nginx/error.log" >&2; die "nginx did not start"; }
+    local worker=""
+    for ((i = 0; i < 50; i++)); do
+        worker=$(awk '{print $1}' "/proc/$proxy_pid/task/$proxy_pid/children" 2>/dev/null || true)
+        [ -n "$worker" ] && break
+        sleep 0.1
+    done
+    [ -n "$worker" ] || die "no nginx worker"
+    cpu_pids=("$proxy_pid" "$worker")
+    rss_pid=$worker
+}
+stop_nginx() { stop_pid "$proxy_pid"; }
+
+# ---------------------------------------------------------------------------- load
+# wrk -t1 -c$CONNS for $1 seconds at $2; prints wrk's output; the BENCH line is parsed later.
+run_wrk() {
+    local seconds=$1 url=$2 auth=${3:-}
+    BENCH_AUTHORIZATION=$auth timeout $((seconds + 30)) \
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${seconds}s" --timeout 5s \
+        -s "$here/post.lua" "$url"
+}
+bench_field() { sed -n "s/^BENCH .*\b$1=\([0-9]*\).*/\1/p" "$2" | head -1; }
+
+# oha at a fixed $RATE req/s with $CONNS connections; JSON to stdout.
+run_oha() {
+    local url=$1; shift
+    timeout $((RATE_DURATION + 30)) taskset -c "$LOAD_CPU" oha --no-tui \
+        --output-format json -z "${RATE_DURATION}s" -q "$RATE" -c "$CONNS" \
+        --latency-correction --wait-ongoing-requests-after-deadline \
+        -m POST -T application/json -d "$BODY" -H "x-caller-id: bench" \
+        --cacert "$work/ca.pem" "$@" "$url"
+}
+
+invalid=0
+# Measures one contender in one round; $1 = floor | gateway | nginx.
+measure() {
+    local who=$1 round=$2 url auth="" oha_args=() before after requests non200 socket_errors
+    local log=$work/r$round-$who
+    case $who in
+        floor)
+            url="https://127.0.0.1:$mock_port$ROUTE"
+            auth="Bearer $token"
+            oha_args=(-H "authorization: Bearer $token")
+            ;;
+        gateway) start_gateway; url="http://127.0.0.1:$proxy_port$ROUTE" ;;
+        nginx) start_nginx; url="http://127.0.0.1:$proxy_port$ROUTE" ;;
+    esac
+
+    say "round $round: $who: warm-up ${WARMUP}s"
+    run_wrk "$WARMUP" "$url" "$auth" >"$log.warmup" 2>&1 || die "wrk failed ($who warm-up)"
+
+    say "round $round: $who: max req/s, $CONNS connections, ${DURATION}s"
+    [ "$who" = floor ] || before=$(cpu_ticks "${cpu_pids[@]}")
+    run_wrk "$DURATION" "$url" "$auth" >"$log.wrk" 2>&1 || die "wrk failed ($who)"
+    [ "$who" = floor ] || after=$(cpu_ticks "${cpu_pids[@]}")
+    requests=$(bench_field requests "$log.wrk")
+    local duration_us
+    duration_us=$(bench_field duration_us "$log.wrk")
+    non200=$(bench_field non200 "$log.wrk")
+    socket_errors=$(bench_field socket_errors "$log.wrk")
+    if [ -z "$requests" ] || [ "$requests" -eq 0 ]; then die "no requests completed ($who); see $log.wrk"; fi
+    record "$round" "$who" rps "$(awk -v r="$requests" -v d="$duration_us" 'BEGIN { printf "%.0f", r / (d / 1e6) }')"
+    record "$round" "$who" non200 "$non200"
+    record "$round" "$who" socket_errors "$socket_errors"
+    if [ "$non200" != 0 ] || [ "$socket_errors" != 0 ]; then
+        invalid=1
+        say "INVALID: $who answered $non200 non-200, $socket_errors socket errors"
+        grep '^BENCH first_non200' "$log.wrk" >&2 || true
+    fi
+    if [ "$who" != floor ]; then
+        record "$round" "$who" cpu_us_max "$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$requests" \
+            'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+    fi
+
+    say "round $round: $who: fixed $RATE req/s, ${RATE_DURATION}s (oha)"
+    [ "$who" = floor ] || before=$(cpu_ticks "${cpu_pids[@]}")
+    run_oha "$url" "${oha_args[@]}" >"$log.oha.json" 2>"$log.oha.err" || die "oha failed ($who); see $log.oha.err"
+    [ "$who" = floor ] || after=$(cpu_ticks "${cpu_pids[@]}")
+    local parsed
+    parsed=$(python3 - "$log.oha.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+codes = {str(k): v for k, v in r.get("statusCodeDistribution", {}).items()}
+total = sum(codes.values())
+non200 = total - codes.get("200", 0)
+errors = sum(r.get("errorDistribution", {}).values())
+p = r["latencyPercentiles"]
+print(total, non200, errors, p["p50"] * 1000, p["p99"] * 1000)
+PY
+    )
+    local total o_non200 o_errors p50 p99
+    read -r total o_non200 o_errors p50 p99 <<<"$parsed"
+    record "$round" "$who" p50_ms "$p50"
+    record "$round" "$who" p99_ms "$p99"
+    record "$round" "$who" non200 "$o_non200"
+    record "$round" "$who" socket_errors "$o_errors"
+    if [ "$o_non200" != 0 ] || [ "$o_errors" != 0 ]; then
+        invalid=1
+        say "INVALID: $who at $RATE req/s: $o_non200 non-200, $o_errors errors (see $log.oha.json)"
+    fi
+    if [ "$who" != floor ]; then
+        record "$round" "$who" cpu_us_rate "$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$total" \
+            'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+        record "$round" "$who" peak_rss_mib "$(awk -v k="$(status_kib "$rss_pid" VmHWM)" 'BEGIN { printf "%.1f", k / 1024 }')"
+
+        say "round $round: $who: RSS with $IDLE_CONNS idle keep-alive callers"
+        timeout 120 taskset -c "$LOAD_CPU" python3 "$here/idle_conns.py" 127.0.0.1 "$proxy_port" \
+            "$IDLE_CONNS" "$rss_pid" >"$log.idle" 2>&1 || { cat "$log.idle" >&2; die "idle connections failed ($who)"; }
+        local rss idle_non200 closed
+        rss=$(bench_field rss_kib "$log.idle")
+        idle_non200=$(bench_field non200 "$log.idle")
+        closed=$(bench_field closed_by_proxy "$log.idle")
+        record "$round" "$who" idle_rss_mib "$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')"
+        record "$round" "$who" non200 "$idle_non200"
+        if [ "$idle_non200" != 0 ] || [ "$closed" != 0 ]; then
+            invalid=1
+            say "INVALID: $who idle phase: $idle_non200 non-200, $closed connections closed early"
+        fi
+        "stop_$who"
+    fi
+}
+
+# ---------------------------------------------------------------------------- rounds
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+t0=$(date +%s)
+for ((round = 1; round <= ROUNDS; round++)); do
+    # Rotate the order each round so no contender always runs first (or right after another).
+    order=()
+    for ((k = 0; k < ${#contenders[@]}; k++)); do
+        order+=("${contenders[(k + round - 1) % ${#contenders[@]}]}")
+    done
+    for who in "${order[@]}"; do measure "$who" "$round"; done
+done
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+elapsed=$(($(date +%s) - t0))
+
+# ---------------------------------------------------------------------------- report
+mkdir -p "$(dirname "$OUT")"
+{
+    echo "rounds=$ROUNDS"
+    echo "duration_s=$DURATION"
+    echo "rate=$RATE"
+    echo "rate_duration_s=$RATE_DURATION"
+    echo "conns=$CONNS"
+    echo "idle_conns=$IDLE_CONNS"
+    echo "proxy_cpu=$PROXY_CPU"
+    echo "load_cpu=$LOAD_CPU"
+    echo "elapsed_s=$elapsed"
+    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo) ($(nproc --all) CPUs)"
+    echo "kernel=$(uname -r)"
+    echo "gateway=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)"
+    echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
+    echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+    echo "oha=$(oha --version | awk '{print $2}')"
+    echo "loadavg_start=$load_start"
+    echo "loadavg_end=$load_end"
+    echo "invalid=$invalid"
+} >"$work/meta.txt"
+python3 "$here/report.py" "$results" "$work/meta.txt" >"$OUT"
+cat "$OUT"
+say "written: $OUT"
+if [ "$invalid" != 0 ]; then
+    say "INVALID RUN: some response was not 200 (see above)"
+    KEEP_WORKDIR=1
+    exit 1
+fi
