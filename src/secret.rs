@@ -164,7 +164,7 @@ impl LoadedToken {
     pub fn is_revealed_in(&self, text: &[u8]) -> bool {
         self.revealing
             .iter()
-            .any(|needle| text.windows(needle.len()).any(|w| w == needle.as_slice()))
+            .any(|needle| memchr::memmem::find(text, needle).is_some())
     }
 }
 

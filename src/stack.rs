@@ -252,7 +252,8 @@ fn request_id(sent: Option<&HeaderValue>) -> HeaderValue {
     })
     .cloned()
     .unwrap_or_else(|| {
-        HeaderValue::from_str(&ulid::Ulid::generate().to_string())
+        let mut text = [0u8; ulid::ULID_LEN];
+        HeaderValue::from_str(ulid::Ulid::generate().array_to_str(&mut text))
             .expect("a ULID is a valid header value")
     })
 }
