@@ -185,13 +185,7 @@ async fn nothing_written_reveals_the_token_or_redirection_url() {
     assert!(redacted >= 2, "fields that carried the token were redacted");
 
     // `check` at trace level with the same token.
-    let out = gateway_bin()
-        .arg("check")
-        .arg("--config")
-        .arg(&gw.config_path)
-        .env("KWIKID_API_TOKEN", TOKEN)
-        .output()
-        .unwrap();
+    let out = check_config(&gw.config_path);
     assert!(out.status.success());
     let printed =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);

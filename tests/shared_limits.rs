@@ -289,15 +289,7 @@ async fn check_reaches_redis() {
     ));
     let scratch = Scratch::new();
     let path = scratch.write("gw.toml", &config);
-    let check = || {
-        gateway_bin()
-            .arg("check")
-            .arg("--config")
-            .arg(&path)
-            .env("KWIKID_API_TOKEN", TOKEN)
-            .output()
-            .unwrap()
-    };
+    let check = || check_config(&path);
     // The URL may also come from a file (a Kubernetes Secret).
     let url_file = scratch.write("redis-url", &format!("{}\n", redis.url()));
     let plain = scratch.write(
@@ -307,13 +299,7 @@ async fn check_reaches_redis() {
             url_file.display()
         )),
     );
-    let out = gateway_bin()
-        .arg("check")
-        .arg("--config")
-        .arg(&plain)
-        .env("KWIKID_API_TOKEN", TOKEN)
-        .output()
-        .unwrap();
+    let out = check_config(&plain);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -321,19 +307,13 @@ async fn check_reaches_redis() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let out = check();
+    let out = check_config(&path);
     let printed =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(!printed.contains("hunter2-not-shown"), "{printed}");
 
     redis.down();
-    let out = gateway_bin()
-        .arg("check")
-        .arg("--config")
-        .arg(&plain)
-        .env("KWIKID_API_TOKEN", TOKEN)
-        .output()
-        .unwrap();
+    let out = check_config(&plain);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
