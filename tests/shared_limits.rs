@@ -289,7 +289,6 @@ async fn check_reaches_redis() {
     ));
     let scratch = Scratch::new();
     let path = scratch.write("gw.toml", &config);
-    let check = || check_config(&path);
     // The URL may also come from a file (a Kubernetes Secret).
     let url_file = scratch.write("redis-url", &format!("{}\n", redis.url()));
     let plain = scratch.write(
