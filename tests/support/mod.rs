@@ -244,6 +244,18 @@ pub fn gateway_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kwikid-gateway"))
 }
 
+/// `kwikid-gateway check --config PATH` with the test token.
+pub fn check_config(path: &Path) -> std::process::Output {
+    gateway_bin()
+        .arg("check")
+        .arg("--config")
+        .arg(path)
+        .env_remove("KWIKID_GATEWAY_CONFIG")
+        .env("KWIKID_API_TOKEN", TOKEN)
+        .output()
+        .unwrap()
+}
+
 impl Gateway {
     /// Starts the gateway with `config` (TOML) and the test token in `KWIKID_API_TOKEN`, and
     /// waits for its start-up line.
@@ -453,4 +465,217 @@ pub fn raw_status(answer: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw HTTP/1.1 connections, process probes and fallible requests, for tests/properties.rs,
+// tests/hostile.rs and tests/chaos.rs.
+
+/// One response read off a raw connection.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    /// The status line and headers, as received.
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// Every value of header `name` (case-insensitive), in order.
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.head
+            .split("\r\n")
+            .skip(1)
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+            .collect()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.header_all(name).into_iter().next()
+    }
+}
+
+/// A client connection that writes raw bytes and reads responses one at a time, keeping what
+/// it read past a response for the next one (pipelining).
+pub struct RawConn {
+    pub stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        Self {
+            stream: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    async fn fill(&mut self, deadline: tokio::time::Instant) -> std::io::Result<usize> {
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no response in time",
+            )),
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(n)
+            }
+            Ok(Err(e)) => Err(e),
+        }
+    }
+
+    /// The next response (framed by Content-Length; none means no body). `Ok(None)`: the
+    /// server closed the connection cleanly before sending another byte. An interim `1xx`
+    /// response is skipped.
+    pub async fn read_response(
+        &mut self,
+        within: Duration,
+    ) -> std::io::Result<Option<RawResponse>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let head_end = loop {
+                if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                if self.fill(deadline).await? == 0 {
+                    return if self.buf.is_empty() {
+                        Ok(None)
+                    } else {
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "closed mid-response: {:?}",
+                                String::from_utf8_lossy(&self.buf)
+                            ),
+                        ))
+                    };
+                }
+            };
+            let head = String::from_utf8_lossy(&self.buf[..head_end - 4]).into_owned();
+            let status: u16 = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("no status line: {head:?}"),
+                    )
+                })?;
+            let mut response = RawResponse {
+                status,
+                head,
+                body: Vec::new(),
+            };
+            let length: usize = response
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while self.buf.len() < head_end + length {
+                if self.fill(deadline).await? == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "closed mid-body",
+                    ));
+                }
+            }
+            response.body = self.buf[head_end..head_end + length].to_vec();
+            self.buf.drain(..head_end + length);
+            if !(100..200).contains(&status) {
+                return Ok(Some(response));
+            }
+        }
+    }
+
+    /// Whether the server closes the connection (EOF or reset) within `within`, with no
+    /// further response bytes; `Err` carries bytes it sent instead.
+    pub async fn closed_within(&mut self, within: Duration) -> Result<bool, String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match self.fill(deadline).await {
+                Ok(0) | Err(_) if !self.buf.is_empty() => {
+                    return Err(String::from_utf8_lossy(&self.buf).into_owned());
+                }
+                Ok(0) => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Ok(false),
+                Err(_) => return Ok(true),
+            }
+        }
+    }
+}
+
+/// Open file descriptors of process `pid` (Linux `/proc`).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Resident memory of process `pid` in KiB (Linux `/proc`).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// This process's soft limit on open files (`ulimit -n`), from `/proc/self/limits`.
+pub fn open_files_soft_limit() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(1024)
+}
+
+/// Like [`send`], but a connection or protocol failure is an `Err`, not a panic, and the whole
+/// exchange (connect included) is bounded by `within`.
+pub async fn try_send(
+    addr: SocketAddr,
+    request: Request<Full<Bytes>>,
+    within: Duration,
+) -> Result<Answer, String> {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(connection);
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    };
+    tokio::time::timeout(within, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {within:?}")))
 }
