@@ -221,7 +221,10 @@ where
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(gateway.config.listen.header_read_timeout)
+        // A DigiLocker init needs a few hundred bytes of head. Past 64 headers or 16 KiB of
+        // head (HAProxy's default), the caller gets 431 and the connection is closed.
         .max_headers(64)
+        .max_header_size(16 * 1024)
         .keep_alive(true);
     // hyper keeps one slot per connection sized for the service's future, for the
     // connection's whole life. Boxing the request's future keeps that slot a pointer, so an
