@@ -51,8 +51,8 @@ fn check_prints_one_line_for_a_path_with_a_line_break() {
 }
 
 /// fuzz/body_validator: a body with bytes that are not UTF-8 inside a value the gateway does
-/// not read is not JSON (RFC 8259 §8.1), yet `parse_init` accepts it (serde_json skips ignored
-/// values without checking their UTF-8) and the gateway forwards it to KwikID. Expected:
+/// not read is not JSON (RFC 8259 §8.1), yet `parse_init` accepted it (serde_json skips ignored
+/// values without checking their UTF-8) and the gateway forwarded it to KwikID. Expected:
 /// 400 invalid_body, like any other body that is not a JSON object.
 #[test]
 
