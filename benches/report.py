@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Turns benches/run.sh's raw results (round, contender, metric, value) into the Markdown
 report: the median of the rounds with min–max, per contender and metric, the gateway/nginx
-ratio, and the targets of SPEC §9.
+ratio and the targets of SPEC §9, and, when gateway_redis ran, the cost of sharing the rate
+limits through Redis next to the local gateway.
 
 usage: report.py RESULTS.tsv META.txt
 """
@@ -9,7 +10,13 @@ import statistics
 import sys
 from collections import defaultdict
 
-CONTENDERS = ["floor", "gateway", "nginx"]
+CONTENDERS = ["floor", "gateway", "gateway_redis", "nginx"]
+HEADINGS = {
+    "floor": "floor (mock direct)",
+    "gateway": "kwikid-gateway",
+    "gateway_redis": "gateway, limits in Redis",
+    "nginx": "nginx (1 worker)",
+}
 # metric, label, decimals, target check (gateway median, nginx median) -> (text, ok) or None
 METRICS = [
     ("rps", "max requests/s ({conns} keep-alive conns)", 0, None),
@@ -24,6 +31,17 @@ METRICS = [
     ("idle_rss_mib", "RSS with {idle_conns} idle keep-alive callers (MiB)", 1,
      lambda g, n: ("< 20 MiB", g < 20)),
 ]
+# The issue's target for the shared limits: p99 at the fixed rate within +0.5 ms of local.
+REDIS_P99_BUDGET_MS = 0.5
+
+
+def cpu_set(cpu_list):
+    """taskset's CPU list ("0", "0,1", "0-3,6") as a set of ints."""
+    cpus = set()
+    for part in cpu_list.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
 
 
 def main():
@@ -33,56 +51,148 @@ def main():
         key, _, value = line.rstrip("\n").partition("=")
         meta[key] = value
     values = defaultdict(list)  # (contender, metric) -> [value per round]
+    by_round = defaultdict(dict)  # (contender, metric) -> {round: value}, last one wins
     for line in open(results_path):
         rnd, who, metric, value = line.rstrip("\n").split("\t")
         values[(who, metric)].append(float(value or "nan"))
+        by_round[(who, metric)][rnd] = float(value or "nan")
+    present = [who for who in CONTENDERS if any(w == who for w, _ in values)]
+
+    def median(who, metric):
+        vs = values.get((who, metric))
+        return statistics.median(vs) if vs else None
 
     def cell(who, metric, decimals):
         vs = values.get((who, metric))
         if not vs:
-            return "—", None
-        med = statistics.median(vs)
+            return "—"
         fmt = f"{{:,.{decimals}f}}"
-        text = fmt.format(med)
+        text = fmt.format(statistics.median(vs))
         if len(vs) > 1:
             text += f" ({fmt.format(min(vs))}–{fmt.format(max(vs))})"
-        return text, med
+        return text
+
+    def ratio(a, b):
+        return f"{a / b:.2f}" if a is not None and b not in (None, 0) else "—"
 
     out = []
     w = out.append
     valid = meta.get("invalid") == "0"
-    w("# kwikid-gateway vs nginx: side-by-side benchmark")
+    versus_nginx = "gateway" in present and "nginx" in present
+    versus_local = "gateway" in present and "gateway_redis" in present
+    w("# kwikid-gateway vs nginx: side-by-side benchmark" if versus_nginx
+      else f"# kwikid-gateway benchmark ({', '.join(present)})")
     w("")
     if not valid:
-        w("**INVALID RUN: some response was not 200 or a connection failed; see below.**")
+        w("**INVALID RUN: some response was not 200, a connection failed, or Redis did not "
+          "decide every gateway_redis request; see run.sh's output.**")
         w("")
-    w(f"Median of {meta['rounds']} rounds (min–max in brackets). Proxy pinned to CPU "
-      f"{meta['proxy_cpu']}; load generator and kwikid-mock (HTTPS upstream) share CPU "
-      f"{meta['load_cpu']}. *floor* is the load generator straight at the mock, so it bounds "
-      f"what any proxy can reach here.")
+    proxy_cpus = int(meta.get("proxy_cpus", "1"))
+    cpus = f"CPU {meta['proxy_cpu']}" if proxy_cpus == 1 else f"CPUs {meta['proxy_cpu']}"
+    runtime = ("a single-threaded runtime" if proxy_cpus == 1
+               else f"{proxy_cpus} runtime workers")
+    shared = cpu_set(meta["proxy_cpu"]) & cpu_set(meta["load_cpu"])
+    load_where = (f"share CPU(s) {meta['load_cpu']} **with the proxy**" if shared
+                  else f"share CPU(s) {meta['load_cpu']}")
+    text = (f"Median of {meta['rounds']} rounds (min–max in brackets). Proxy pinned to {cpus} "
+            f"({proxy_cpus} CPU{'s' if proxy_cpus > 1 else ''}: the gateway runs {runtime}"
+            f"{'; nginx always has one worker' if 'nginx' in present else ''}); "
+            f"load generator{',' if 'gateway_redis' in present else ' and'} kwikid-mock (HTTPS upstream)"
+            f"{' and redis-server' if 'gateway_redis' in present else ''} {load_where}.")
+    if "floor" in present:
+        text += (" *floor* is the load generator straight at the mock, so it bounds what any "
+                 "proxy can reach here.")
+    w(text)
     w("")
-    w("| metric | floor (mock direct) | kwikid-gateway | nginx (1 worker) "
-      "| gateway / nginx | target (SPEC §9) |")
-    w("|---|---:|---:|---:|---:|---|")
+    header = ["metric"] + [HEADINGS[who] for who in present]
+    if versus_nginx:
+        header.append("gateway / nginx")
+    if versus_local:
+        header.append("redis / local")
+    if versus_nginx:
+        header.append("target (SPEC §9)")
+    w("| " + " | ".join(header) + " |")
+    w("|---|" + "---:|" * (len(header) - 1 - versus_nginx) + ("---|" if versus_nginx else ""))
     for metric, label, decimals, target in METRICS:
-        label = label.format(**meta)
-        cells, med = [], {}
-        for who in CONTENDERS:
-            text, m = cell(who, metric, decimals)
-            cells.append(text)
-            med[who] = m
-        g, n = med["gateway"], med["nginx"]
-        ratio = f"{g / n:.2f}" if g is not None and n not in (None, 0) else "—"
-        check = ""
-        if target and g is not None and n is not None:
-            text, ok = target(g, n)
-            check = f"{text}: {'met' if ok else '**not met**'}"
-        w(f"| {label} | {' | '.join(cells)} | {ratio} | {check} |")
+        row = [label.format(**meta)] + [cell(who, metric, decimals) for who in present]
+        g, n, r = median("gateway", metric), median("nginx", metric), median("gateway_redis", metric)
+        if versus_nginx:
+            row.append(ratio(g, n))
+        if versus_local:
+            row.append(ratio(r, g))
+        if versus_nginx:
+            check = ""
+            if target and g is not None and n is not None:
+                text, ok = target(g, n)
+                check = f"{text}: {'met' if ok else '**not met**'}"
+            row.append(check)
+        w("| " + " | ".join(row) + " |")
+    if "gateway_redis" in present:
+        row = ["redis-server CPU-µs per request, max req/s / {rate} req/s (not the proxy's)"
+               .format(**meta)]
+        for who in present:
+            row.append(f"{cell(who, 'redis_cpu_us_max', 1)} / {cell(who, 'redis_cpu_us_rate', 1)}"
+                       if who == "gateway_redis" else "—")
+        row += [""] * (len(header) - len(row))
+        w("| " + " | ".join(row) + " |")
     bad = {who: int(sum(values.get((who, "non200"), [])) + sum(values.get((who, "socket_errors"), [])))
-           for who in CONTENDERS}
-    w(f"| non-200 answers + socket errors (all phases, summed) | "
-      f"{' | '.join(str(bad[who]) for who in CONTENDERS)} | | must be 0 |")
+           for who in present}
+    row = ["non-200 answers + socket errors (all phases, summed)"] + [str(bad[who]) for who in present]
+    row += [""] * (len(header) - len(row) - versus_nginx) + (["must be 0"] if versus_nginx else [])
+    w("| " + " | ".join(row) + " |")
+    if "gateway_redis" in present:
+        # Cumulative per gateway process, one process per round: the last reading of a round.
+        errors = int(sum(by_round[("gateway_redis", "redis_errors")].values()))
+        unchecked = int(sum(by_round[("gateway_redis", "redis_unchecked")].values()))
+        row = ["Redis errors / requests not decided by Redis (gateway_redis, /metrics)"]
+        row += [f"{errors} / {unchecked}" if who == "gateway_redis" else "" for who in present]
+        row += [""] * (len(header) - len(row) - versus_nginx) + (["must be 0"] if versus_nginx else [])
+        w("| " + " | ".join(row) + " |")
     w("")
+
+    if versus_local:
+        w("## Rate limits shared through Redis: cost next to local limits")
+        w("")
+        w("The same gateway and config, plus `[rate_limit] backend = \"redis\"` (one "
+          "redis-server for the run, unix socket, no persistence, `redis_timeout = \"50ms\"`, "
+          "`on_redis_error = \"local\"`), limits still far above the offered load. One Redis "
+          "round trip (an `EVALSHA`) per request; after every phase run.sh reads the gateway's "
+          "/metrics and marks the run INVALID unless `rate_limit_backend{backend=\"redis\"}` "
+          "is 1, `redis_errors_total` is 0 and the Redis round trips are at least the requests "
+          "answered.")
+        w("")
+        w("| | local limits | limits in Redis | redis / local | difference | target |")
+        w("|---|---:|---:|---:|---:|---|")
+        rows = [
+            ("p99_ms", "p99 latency at {rate} req/s (ms)", 3, " ms"),
+            ("p50_ms", "p50 latency at {rate} req/s (ms)", 3, " ms"),
+            ("cpu_us_max", "proxy CPU-µs per request, at max req/s", 1, " µs"),
+            ("cpu_us_rate", "proxy CPU-µs per request, at {rate} req/s", 1, " µs"),
+            ("rps", "max requests/s", 0, ""),
+        ]
+        for metric, label, decimals, unit in rows:
+            g, r = median("gateway", metric), median("gateway_redis", metric)
+            diff = f"{r - g:+,.{decimals}f}{unit}" if g is not None and r is not None else "—"
+            check = ""
+            if metric == "p99_ms" and g is not None and r is not None:
+                # Paired per round too: both ran in the same round, minutes apart at most.
+                rounds = sorted(set(by_round[("gateway", metric)]) & set(by_round[("gateway_redis", metric)]))
+                paired = ", ".join(f"{by_round[('gateway_redis', metric)][k] - by_round[('gateway', metric)][k]:+.3f}"
+                                   for k in rounds)
+                diff += f" (per round {paired})" if len(rounds) > 1 else ""
+                ok = r - g <= REDIS_P99_BUDGET_MS
+                check = f"≤ +{REDIS_P99_BUDGET_MS} ms of local: {'met' if ok else '**not met**'}"
+            w(f"| {label.format(**meta)} | {cell('gateway', metric, decimals)} | "
+              f"{cell('gateway_redis', metric, decimals)} | {ratio(r, g)} | {diff} | {check} |")
+        w(f"| redis-server CPU-µs per request, at max req/s | — | "
+          f"{cell('gateway_redis', 'redis_cpu_us_max', 1)} | | | |")
+        w(f"| redis-server CPU-µs per request, at {meta['rate']} req/s | — | "
+          f"{cell('gateway_redis', 'redis_cpu_us_rate', 1)} | | | |")
+        w("")
+        w("redis-server's CPU (utime+stime of its process over the phase ÷ requests) is not in "
+          "the proxy's column: it runs on the load CPU, and in production on another host.")
+        w("")
+
     w("How measured: max requests/s with `wrk -t1 -c{conns} -d{duration_s}s` (a Lua `response()` "
       "counts every non-200); latency with `oha -q {rate} -c {conns} -z {rate_duration_s}s "
       "--latency-correction` (fixed rate, coordinated-omission corrected); CPU-µs per request = "
@@ -91,8 +201,14 @@ def main():
       "idle RSS = VmRSS with {idle_conns} caller connections open, each having completed one "
       "request. Access logs on for both.".format(**meta))
     w("")
-    w(f"Machine: {meta['cpu']}, Linux {meta['kernel']}. Versions: kwikid-gateway "
-      f"{meta['gateway']}, {meta['nginx']}, wrk {meta['wrk']}, oha {meta['oha']}. "
+    versions = f"kwikid-gateway {meta['gateway']}"
+    if "nginx" in present:
+        versions += f", {meta['nginx']}"
+    if "redis" in meta:
+        versions += f", redis-server {meta['redis']}"
+    versions += f", wrk {meta['wrk']}, oha {meta['oha']}"
+    w(f"Machine: {meta['cpu']}, Linux {meta['kernel']}. Versions: {versions}. "
+      f"Contenders: {meta.get('contenders', ' '.join(present))}. "
       f"Run {meta['date']}, {meta['elapsed_s']} s. Load average before the run "
       f"{meta['loadavg_start']} (1/5/15 min; well above 0 means other work was sharing the "
       f"CPUs), at the end {meta['loadavg_end']} (the benchmark itself accounts for ~1.5).")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: kwikid-gateway vs nginx (one worker) doing the same token injection
 # in front of one shared kwikid-mock over HTTPS, plus the floor (the load generator straight at
-# the mock). See benches/README.md. Loopback only; every run is bounded in time.
+# the mock), and the gateway with its rate limits shared through a local redis-server
+# (gateway_redis). See benches/README.md. Loopback and unix sockets only; every run is bounded
+# in time.
 #
 #   bash benches/install.sh     # once: nginx, wrk, oha, python3
 #   bash benches/run.sh         # builds with cargo --release --locked, runs, writes
@@ -9,7 +11,9 @@
 #
 # Knobs (environment): ROUNDS=3 DURATION=10 RATE=1000 RATE_DURATION=10 CONNS=64
 # IDLE_CONNS=1000 WARMUP=2 PROXY_CPU=0 LOAD_CPU=1 KEEP_WORKDIR=0 OUT=benches/results/latest.md
-# CONTENDERS="floor gateway nginx" (a subset is fine for a quick look)
+# CONTENDERS="floor gateway gateway_redis nginx" (a subset is fine for a quick look)
+# PROXY_CPU and LOAD_CPU are taskset CPU lists: PROXY_CPU=0,1 LOAD_CPU=0,1 gives the proxy both
+# CPUs (the gateway then runs one runtime worker per CPU) and has the load share them.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -22,7 +26,7 @@ WARMUP=${WARMUP:-2}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
-read -r -a contenders <<<"${CONTENDERS:-floor gateway nginx}"
+read -r -a contenders <<<"${CONTENDERS:-floor gateway gateway_redis nginx}"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -34,13 +38,36 @@ say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 # ---------------------------------------------------------------------------- preflight
+want_redis=0
 for who in "${contenders[@]}"; do
-    case $who in floor | gateway | nginx) ;; *) die "unknown contender: $who" ;; esac
+    case $who in
+        floor | gateway | nginx) ;;
+        gateway_redis) want_redis=1 ;;
+        *) die "unknown contender: $who (floor, gateway, gateway_redis, nginx)" ;;
+    esac
 done
-for tool in cargo nginx wrk oha python3 taskset timeout awk sed; do
+tools=(cargo nginx wrk oha python3 taskset timeout awk sed)
+[ "$want_redis" = 0 ] || tools+=(redis-server)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || die "$tool not found; run: bash benches/install.sh"
 done
 [ "$(nproc --all)" -ge 2 ] || die "needs at least 2 CPUs (proxy on one, load + mock on another)"
+# CPU lists as taskset -c takes them: 0 | 0,1 | 0-3 | 0,2-3.
+cpu_count() {
+    local part n=0 lo hi parts=()
+    IFS=, read -r -a parts <<<"$1"
+    for part in "${parts[@]}"; do
+        lo=${part%-*}
+        hi=${part#*-}
+        n=$((n + hi - lo + 1))
+    done
+    echo "$n"
+}
+for list in "$PROXY_CPU" "$LOAD_CPU"; do
+    [[ $list =~ ^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$ ]] || die "not a CPU list: $list (e.g. 0, 0,1, 0-1)"
+    taskset -c "$list" true 2>/dev/null || die "cannot pin to CPUs $list (taskset -c $list)"
+done
+proxy_cpus=$(cpu_count "$PROXY_CPU")
 # 1,000 idle callers plus upstream connections need more than the usual 1024 descriptors.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 clk_tck=$(getconf CLK_TCK)
@@ -136,10 +163,31 @@ for ((i = 0; i < 100; i++)); do
 done
 [ -n "$mock_port" ] || die "kwikid-mock did not say where it listens"
 
+# ---------------------------------------------------------------------------- redis
+# One redis-server for the whole run, only for gateway_redis: a unix socket in the work dir
+# (no TCP port at all), nothing persisted, pinned with the mock and the load generator.
+redis_pid=""
+redis_sock=$work/redis.sock
+if [ "$want_redis" = 1 ]; then
+    say "starting redis-server on CPU $LOAD_CPU (unix socket)"
+    taskset -c "$LOAD_CPU" redis-server --port 0 --unixsocket "$redis_sock" --unixsocketperm 700 \
+        --save "" --appendonly no --daemonize no --logfile "$work/redis.log" >/dev/null 2>&1 &
+    redis_pid=$!
+    started_pids+=("$redis_pid")
+    for ((i = 0; i < 100; i++)); do
+        [ -S "$redis_sock" ] && break
+        kill -0 "$redis_pid" 2>/dev/null || { tail -5 "$work/redis.log" >&2; die "redis-server exited"; }
+        sleep 0.1
+    done
+    [ -S "$redis_sock" ] || die "redis-server did not open $redis_sock"
+fi
+
 # ---------------------------------------------------------------------------- contender A
 gateway_port=$(free_port)
 admin_port=$(free_port)
-cat >"$work/gateway.toml" <<EOF
+# $1 = output file, $2 = extra [rate_limit] lines (the Redis backend for gateway_redis).
+write_gateway_config() {
+    cat >"$1" <<EOF
 # kwikid-gateway for the benchmark: config.toml with loopback ports, the mock as upstream,
 # limits far above the offered load, idle keep-alive kept 60 s (as nginx's keepalive_timeout).
 [listen]
@@ -168,6 +216,7 @@ global = { per_second = 1000000, burst = 1000000 }
 per_caller = { per_second = 1000000, burst = 1000000 }
 caller_header = "x-caller-id"
 max_wait = "0s"
+$2
 
 [[routes]]
 method = "POST"
@@ -177,19 +226,77 @@ path = "$ROUTE"
 level = "warn"
 format = "json"
 EOF
+}
+write_gateway_config "$work/gateway.toml" ""
 "$gateway_bin" check --config "$work/gateway.toml" >/dev/null || die "gateway config rejected"
+if [ "$want_redis" = 1 ]; then
+    # The same gateway; only the rate limits live in Redis (and `check` PINGs it).
+    write_gateway_config "$work/gateway-redis.toml" "backend = \"redis\"
+redis_url = \"redis+unix://$redis_sock\"
+redis_timeout = \"50ms\"
+on_redis_error = \"local\""
+    "$gateway_bin" check --config "$work/gateway-redis.toml" >/dev/null || die "gateway_redis config rejected"
+fi
 
+# $1 = config, $2 = name for the log files.
 start_gateway() {
-    taskset -c "$PROXY_CPU" "$gateway_bin" --config "$work/gateway.toml" \
-        >>"$work/gateway-access.log" 2>>"$work/gateway.err" &
+    local config=${1:-$work/gateway.toml} name=${2:-gateway}
+    taskset -c "$PROXY_CPU" "$gateway_bin" --config "$config" \
+        >>"$work/$name-access.log" 2>>"$work/$name.err" &
     proxy_pid=$!
     started_pids+=("$proxy_pid")
     proxy_port=$gateway_port
-    wait_port "$proxy_port" "$proxy_pid" || { tail -5 "$work/gateway.err" >&2; die "gateway did not start"; }
+    wait_port "$proxy_port" "$proxy_pid" || { tail -5 "$work/$name.err" >&2; die "$name did not start"; }
     cpu_pids=("$proxy_pid")
     rss_pid=$proxy_pid
 }
 stop_gateway() { stop_pid "$proxy_pid"; }
+start_gateway_redis() { start_gateway "$work/gateway-redis.toml" gateway-redis; }
+stop_gateway_redis() { stop_pid "$proxy_pid"; }
+
+# gateway_redis only: scrapes the admin /metrics and prints "backend errors calls requests":
+# kwikid_gateway_rate_limit_backend{backend="redis"}, the sum of
+# kwikid_gateway_redis_errors_total, the Redis round trips made (the count of
+# kwikid_gateway_redis_duration_seconds) and the requests answered
+# (kwikid_gateway_requests_total). Requests the caller gave up on (status 499: wrk stops with
+# requests in flight) are left out: one dropped while waiting for Redis has no round trip.
+redis_metrics() {
+    python3 - "$admin_port" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+backend, errors, calls, requests = "absent", 0, 0, 0
+for line in text.splitlines():
+    if not line or line.startswith("#"):
+        continue
+    series, _, value = line.partition(" ")
+    value = value.split()[0]
+    name = series.partition("{")[0]
+    if series == 'kwikid_gateway_rate_limit_backend{backend="redis"}':
+        backend = value
+    elif name == "kwikid_gateway_redis_errors_total":
+        errors += int(float(value))
+    elif name == "kwikid_gateway_redis_duration_seconds_count":
+        calls += int(float(value))
+    elif name == "kwikid_gateway_requests_total" and 'status="499"' not in series:
+        requests += int(float(value))
+print(backend, errors, calls, requests)
+PY
+}
+
+# Makes the run INVALID unless Redis decided every request so far: backend redis = 1, no Redis
+# errors, and at least one Redis round trip per answered request. $1 = round, $2 = phase.
+check_redis() {
+    local round=$1 phase=$2 scraped backend errors calls requests
+    scraped=$(redis_metrics) || { invalid=1; say "INVALID: gateway_redis /metrics unreadable after $phase"; return; }
+    read -r backend errors calls requests <<<"$scraped"
+    record "$round" gateway_redis redis_errors "$errors"
+    record "$round" gateway_redis redis_unchecked "$((requests > calls ? requests - calls : 0))"
+    if [ "$backend" != 1 ] || [ "$errors" != 0 ] || [ "$calls" -lt "$requests" ]; then
+        invalid=1
+        say "INVALID: gateway_redis after $phase: backend redis=$backend, redis errors=$errors," \
+            "$calls Redis round trips for $requests requests"
+    fi
+}
 
 # ---------------------------------------------------------------------------- contender B
 nginx_port=$(free_port)
@@ -241,9 +348,17 @@ run_oha() {
 }
 
 invalid=0
-# Measures one contender in one round; $1 = floor | gateway | nginx.
+# redis-server's utime + stime per request over a phase: not the proxy's CPU, reported apart.
+# $1 = round, $2 = metric, $3 = ticks before, $4 = requests.
+record_redis_cpu() {
+    record "$1" gateway_redis "$2" "$(awk -v t=$(($(cpu_ticks "$redis_pid") - $3)) -v hz="$clk_tck" \
+        -v n="$4" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+}
+
+# Measures one contender in one round; $1 = floor | gateway | gateway_redis | nginx.
 measure() {
     local who=$1 round=$2 url auth="" oha_args=() before after requests non200 socket_errors
+    local redis_before=0
     local log=$work/r$round-$who
     case $who in
         floor)
@@ -252,14 +367,17 @@ measure() {
             oha_args=(-H "authorization: Bearer $token")
             ;;
         gateway) start_gateway; url="http://127.0.0.1:$proxy_port$ROUTE" ;;
+        gateway_redis) start_gateway_redis; url="http://127.0.0.1:$proxy_port$ROUTE" ;;
         nginx) start_nginx; url="http://127.0.0.1:$proxy_port$ROUTE" ;;
     esac
 
     say "round $round: $who: warm-up ${WARMUP}s"
     run_wrk "$WARMUP" "$url" "$auth" >"$log.warmup" 2>&1 || die "wrk failed ($who warm-up)"
+    [ "$who" != gateway_redis ] || check_redis "$round" warm-up
 
     say "round $round: $who: max req/s, $CONNS connections, ${DURATION}s"
     [ "$who" = floor ] || before=$(cpu_ticks "${cpu_pids[@]}")
+    [ "$who" != gateway_redis ] || redis_before=$(cpu_ticks "$redis_pid")
     run_wrk "$DURATION" "$url" "$auth" >"$log.wrk" 2>&1 || die "wrk failed ($who)"
     [ "$who" = floor ] || after=$(cpu_ticks "${cpu_pids[@]}")
     requests=$(bench_field requests "$log.wrk")
@@ -280,9 +398,14 @@ measure() {
         record "$round" "$who" cpu_us_max "$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$requests" \
             'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
     fi
+    if [ "$who" = gateway_redis ]; then
+        record_redis_cpu "$round" redis_cpu_us_max "$redis_before" "$requests"
+        check_redis "$round" "max req/s"
+    fi
 
     say "round $round: $who: fixed $RATE req/s, ${RATE_DURATION}s (oha)"
     [ "$who" = floor ] || before=$(cpu_ticks "${cpu_pids[@]}")
+    [ "$who" != gateway_redis ] || redis_before=$(cpu_ticks "$redis_pid")
     run_oha "$url" "${oha_args[@]}" >"$log.oha.json" 2>"$log.oha.err" || die "oha failed ($who); see $log.oha.err"
     [ "$who" = floor ] || after=$(cpu_ticks "${cpu_pids[@]}")
     local parsed
@@ -310,6 +433,10 @@ PY
     if [ "$who" != floor ]; then
         record "$round" "$who" cpu_us_rate "$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$total" \
             'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+        if [ "$who" = gateway_redis ]; then
+            record_redis_cpu "$round" redis_cpu_us_rate "$redis_before" "$total"
+            check_redis "$round" "$RATE req/s"
+        fi
         record "$round" "$who" peak_rss_mib "$(awk -v k="$(status_kib "$rss_pid" VmHWM)" 'BEGIN { printf "%.1f", k / 1024 }')"
 
         say "round $round: $who: RSS with $IDLE_CONNS idle keep-alive callers"
@@ -325,6 +452,7 @@ PY
             invalid=1
             say "INVALID: $who idle phase: $idle_non200 non-200, $closed connections closed early"
         fi
+        [ "$who" != gateway_redis ] || check_redis "$round" "idle callers"
         "stop_$who"
     fi
 }
@@ -353,7 +481,9 @@ mkdir -p "$(dirname "$OUT")"
     echo "conns=$CONNS"
     echo "idle_conns=$IDLE_CONNS"
     echo "proxy_cpu=$PROXY_CPU"
+    echo "proxy_cpus=$proxy_cpus"
     echo "load_cpu=$LOAD_CPU"
+    echo "contenders=${contenders[*]}"
     echo "elapsed_s=$elapsed"
     echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo) ($(nproc --all) CPUs)"
@@ -362,6 +492,9 @@ mkdir -p "$(dirname "$OUT")"
     echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
     echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
     echo "oha=$(oha --version | awk '{print $2}')"
+    if [ "$want_redis" = 1 ]; then
+        echo "redis=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
+    fi
     echo "loadavg_start=$load_start"
     echo "loadavg_end=$load_end"
     echo "invalid=$invalid"
@@ -370,7 +503,7 @@ python3 "$here/report.py" "$results" "$work/meta.txt" >"$OUT"
 cat "$OUT"
 say "written: $OUT"
 if [ "$invalid" != 0 ]; then
-    say "INVALID RUN: some response was not 200 (see above)"
+    say "INVALID RUN: some response was not 200, or Redis did not decide every request (see above)"
     KEEP_WORKDIR=1
     exit 1
 fi
