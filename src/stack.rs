@@ -37,6 +37,8 @@ struct Trail {
     handshake_id: Option<String>,
     /// The matched route's configured path (a bounded metric label).
     route: Option<usize>,
+    /// The token this request was sent with, so `token_id` names it even across a reload.
+    token: Option<Arc<crate::secret::LoadedToken>>,
 }
 
 /// One request, from its head to its access-log line. Dropped before it was answered (the
@@ -65,7 +67,11 @@ impl Exchange<'_> {
         let elapsed = self.started.elapsed();
         let route = self.trail.route.map(|i| &gateway.config.routes[i].path);
         gateway.metrics.request(route, status, outcome, elapsed);
-        let token = gateway.token.current();
+        let token = self
+            .trail
+            .token
+            .take()
+            .unwrap_or_else(|| gateway.token.current());
         gateway.access_log.write(
             &AccessRecord {
                 request_id: self.request_id.to_str().unwrap_or_default(),
@@ -212,6 +218,7 @@ impl Gateway {
                 body,
             )
             .await;
+        trail.token = Some(token);
         let upstream_time = sent.elapsed();
         trail.upstream_ms = Some(upstream_time.as_secs_f64() * 1000.0);
         self.metrics.upstream(upstream_time);
