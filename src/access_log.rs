@@ -6,12 +6,9 @@
 //! in, and any caller-chosen field that contains the token in a revealing form is replaced.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
-
-use serde::Serialize;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::secret::LoadedToken;
 
@@ -57,87 +54,159 @@ impl Default for AccessRecord<'_> {
     }
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    #[serde(serialize_with = "as_display")]
-    ts: humantime::Rfc3339Timestamp,
-    request_id: &'a str,
-    caller: &'a str,
-    peer: SocketAddr,
-    method: &'a str,
-    path: &'a str,
-    status: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream_status: Option<u16>,
-    outcome: &'a str,
-    duration_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream_ms: Option<f64>,
-    bytes_in: usize,
-    bytes_out: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    handshake_id: Option<&'a str>,
-    token_id: &'a str,
-}
-
-fn as_display<S: serde::Serializer>(
-    value: &impl std::fmt::Display,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
-}
-
-/// Cuts caller-chosen text and refuses it whole if it reveals the token.
-fn scrub<'a>(text: &'a str, token: &LoadedToken) -> &'a str {
-    let cut = text
-        .char_indices()
-        .nth(MAX_FIELD_CHARS)
-        .map_or(text, |(i, _)| &text[..i]);
+/// Cuts caller-chosen text and refuses it whole if it reveals the token. Every log line that
+/// carries caller-chosen text passes it through here, diagnostics included.
+pub(crate) fn scrub<'a>(text: &'a str, token: &LoadedToken) -> &'a str {
     if token.is_revealed_in(text.as_bytes()) {
-        "[REDACTED]"
-    } else {
-        cut
+        return "[REDACTED]";
     }
+    // Characters are never fewer than bytes: short text needs no counting.
+    if text.len() <= MAX_FIELD_CHARS {
+        return text;
+    }
+    text.char_indices()
+        .nth(MAX_FIELD_CHARS)
+        .map_or(text, |(i, _)| &text[..i])
 }
 
-fn round3(ms: f64) -> f64 {
-    (ms * 1000.0).round() / 1000.0
-}
-
-/// Renders one record as a JSON line ending in `\n`. serde_json escapes quotes, newlines and
-/// control characters, so one request is always exactly one line.
+/// Renders one record as a JSON line ending in `\n`. Strings are escaped as JSON requires
+/// (quotes, backslashes, control characters), so one request is always exactly one line.
 pub fn render(record: &AccessRecord<'_>, token: &LoadedToken) -> Vec<u8> {
     let mut out = Vec::with_capacity(384);
     render_into(&mut out, record, token);
     out
 }
 
-/// [`render`], appending to `out`.
+/// [`render`], appending to `out`. Written by hand rather than through serde: it runs once
+/// per request, and the fields are few and fixed.
 fn render_into(out: &mut Vec<u8>, record: &AccessRecord<'_>, token: &LoadedToken) {
-    let line = Line {
-        ts: humantime::format_rfc3339_millis(SystemTime::now()),
-        request_id: scrub(record.request_id, token),
-        caller: scrub(record.caller, token),
-        peer: record.peer,
-        method: scrub(record.method, token),
-        path: scrub(record.path, token),
-        status: record.status,
-        upstream_status: record.upstream_status,
-        outcome: record.outcome,
-        duration_ms: round3(record.duration_ms),
-        upstream_ms: record.upstream_ms.map(round3),
-        bytes_in: record.bytes_in,
-        bytes_out: record.bytes_out,
-        handshake_id: record.handshake_id.map(|h| scrub(h, token)),
-        token_id: &token.fingerprint,
-    };
-    let start = out.len();
-    // A struct of strings and numbers always serializes; never leave half a line behind.
-    if serde_json::to_writer(&mut *out, &line).is_ok() {
-        out.push(b'\n');
-    } else {
-        out.truncate(start);
+    out.extend_from_slice(b"{\"ts\":\"");
+    timestamp(out, SystemTime::now());
+    out.extend_from_slice(b"\",\"request_id\":");
+    json_str(out, scrub(record.request_id, token));
+    out.extend_from_slice(b",\"caller\":");
+    json_str(out, scrub(record.caller, token));
+    out.extend_from_slice(b",\"peer\":\"");
+    let _ = write!(out, "{}", record.peer);
+    out.extend_from_slice(b"\",\"method\":");
+    json_str(out, scrub(record.method, token));
+    out.extend_from_slice(b",\"path\":");
+    json_str(out, scrub(record.path, token));
+    out.extend_from_slice(b",\"status\":");
+    out.extend_from_slice(itoa::Buffer::new().format(record.status).as_bytes());
+    if let Some(status) = record.upstream_status {
+        out.extend_from_slice(b",\"upstream_status\":");
+        out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     }
+    out.extend_from_slice(b",\"outcome\":");
+    json_str(out, record.outcome);
+    out.extend_from_slice(b",\"duration_ms\":");
+    millis(out, record.duration_ms);
+    if let Some(ms) = record.upstream_ms {
+        out.extend_from_slice(b",\"upstream_ms\":");
+        millis(out, ms);
+    }
+    out.extend_from_slice(b",\"bytes_in\":");
+    out.extend_from_slice(itoa::Buffer::new().format(record.bytes_in).as_bytes());
+    out.extend_from_slice(b",\"bytes_out\":");
+    out.extend_from_slice(itoa::Buffer::new().format(record.bytes_out).as_bytes());
+    if let Some(handshake_id) = record.handshake_id {
+        out.extend_from_slice(b",\"handshake_id\":");
+        json_str(out, scrub(handshake_id, token));
+    }
+    out.extend_from_slice(b",\"token_id\":");
+    json_str(out, &token.fingerprint);
+    out.extend_from_slice(b"}\n");
+}
+
+/// A JSON string: quotes, backslashes and control characters escaped, the rest as is (the
+/// input is UTF-8 already).
+fn json_str(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut plain = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain..i]);
+        out.extend_from_slice(escaped);
+        plain = i + 1;
+    }
+    out.extend_from_slice(&bytes[plain..]);
+    out.push(b'"');
+}
+
+/// Milliseconds with at most three decimals (microsecond precision), as a JSON number.
+fn millis(out: &mut Vec<u8>, ms: f64) {
+    let micros = (ms * 1000.0).round().max(0.0) as u64;
+    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    out.push(b'.');
+    let frac = micros % 1000;
+    let digits = [
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ];
+    let keep = if frac.is_multiple_of(100) {
+        1
+    } else if frac.is_multiple_of(10) {
+        2
+    } else {
+        3
+    };
+    out.extend_from_slice(&digits[..keep]);
+}
+
+thread_local! {
+    /// The RFC 3339 text of the current second (`2026-11-26T10:25:48`), formatted once per
+    /// second per thread rather than once per line.
+    static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// `2026-11-26T10:25:48.123Z`: UTC, milliseconds.
+fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since_epoch.as_secs();
+    let (cached_secs, mut text) = SECOND.get();
+    if cached_secs != secs {
+        let formatted = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
+        let mut buf = Vec::with_capacity(20);
+        let _ = write!(buf, "{formatted}");
+        match buf.get(..19) {
+            Some(head) => {
+                text.copy_from_slice(head);
+                SECOND.set((secs, text));
+            }
+            // Not a four-digit year: no caching, no fractions.
+            None => return out.extend_from_slice(&buf),
+        }
+    }
+    out.extend_from_slice(&text);
+    let ms = since_epoch.subsec_millis();
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ]);
 }
 
 /// Past this many bytes waiting, the writer is woken at once.

@@ -162,9 +162,9 @@ impl LoadedToken {
 
     /// Whether `text` contains the token in any of its revealing forms.
     pub fn is_revealed_in(&self, text: &[u8]) -> bool {
-        self.revealing
-            .iter()
-            .any(|needle| memchr::memmem::find(text, needle).is_some())
+        self.revealing.iter().any(|needle| {
+            text.len() >= needle.len() && memchr::memmem::find(text, needle).is_some()
+        })
     }
 }
 

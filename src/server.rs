@@ -24,7 +24,8 @@ use crate::secret::{Token, TokenStore};
 use crate::stack::Peer;
 use crate::upstream::Upstream;
 
-/// How often the per-caller store drops callers whose buckets are full again.
+/// How often the per-caller store drops callers whose buckets are full again, and the
+/// upstream pool its stale connections.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 /// Everything a request needs, shared by all connections.
@@ -149,6 +150,7 @@ async fn prune_forever(gateway: Arc<Gateway>) {
     loop {
         every.tick().await;
         gateway.limits.prune();
+        gateway.upstream.evict_idle();
     }
 }
 

@@ -11,7 +11,7 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use crate::access_log::AccessRecord;
+use crate::access_log::{self, AccessRecord};
 use crate::error::Reject;
 use crate::server::Gateway;
 use crate::{body, forward, rate_limit, route, trusted};
@@ -199,13 +199,12 @@ impl Gateway {
 
         // 7. Forward: caller credentials and topology stripped, the token inserted, one
         //    deadline over the whole exchange.
-        let headers = || {
-            let mut headers =
-                forward::request_headers(&parts.headers, &config.rate_limit.caller_header);
-            headers.insert(X_REQUEST_ID, request_id.clone());
-            headers
-        };
+        let mut headers =
+            forward::request_headers(&parts.headers, &config.rate_limit.caller_header);
+        headers.insert(X_REQUEST_ID, request_id.clone());
         let token = self.token.current();
+        let logged_id = access_log::scrub(request_id.to_str().unwrap_or_default(), &token);
+        tracing::trace!(request_id = logged_id, "forwarding to KwikID");
         let sent = Instant::now();
         let answer = self
             .upstream
@@ -218,14 +217,13 @@ impl Gateway {
                 body,
             )
             .await;
-        trail.token = Some(token);
         let upstream_time = sent.elapsed();
         trail.upstream_ms = Some(upstream_time.as_secs_f64() * 1000.0);
         self.metrics.upstream(upstream_time);
         let answer = answer.map_err(|e| {
             self.metrics.upstream_error(e.kind());
             tracing::warn!(
-                request_id = request_id.to_str().unwrap_or_default(),
+                request_id = logged_id,
                 kind = e.kind(),
                 "upstream request failed"
             );
@@ -233,7 +231,9 @@ impl Gateway {
                 crate::upstream::UpstreamError::Timeout => Reject::UpstreamTimeout,
                 _ => Reject::UpstreamUnavailable,
             }
-        })?;
+        });
+        trail.token = Some(token);
+        let answer = answer?;
 
         // 8. Answer: KwikID's status, headers (less hop-by-hop) and body, unchanged.
         let (mut parts, bytes) = answer.into_parts();

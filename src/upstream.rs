@@ -1,24 +1,38 @@
-//! The connection to KwikID: a pooled keep-alive HTTPS client (rustls) with a connect timeout
-//! that covers TCP *and* the TLS handshake, and one deadline over the whole exchange.
+//! The connection to KwikID: a pool of keep-alive HTTPS connections (rustls) with one
+//! deadline over connect (TCP *and* TLS) and one over the whole exchange.
+//!
+//! A connection is driven by the request that holds it, in the caller's own task, the way
+//! an nginx worker drives both sockets of a request from one event loop: no second task,
+//! no hand-off between tasks, no spawn per request. While it sits in the pool nothing
+//! polls it; it is checked when it is taken out, and a request that a stale connection
+//! never sent goes out on another one.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use crate::config;
 
 /// KwikID's answers are small JSON documents; anything bigger is not one.
 const MAX_UPSTREAM_BODY: usize = 1024 * 1024;
+
+/// How long a connection may sit idle before it is closed rather than reused: well below
+/// common upstream keep-alive timeouts, so a connection is not picked just as the server
+/// closes it (a POST that was sent is never retried).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why the exchange with KwikID failed; `kind` is a bounded metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,52 +54,110 @@ impl UpstreamError {
     }
 }
 
-/// The pooled client and where it sends requests.
+type Io = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+type Driver = http1::Connection<Io, Full<Bytes>>;
+
+/// Where requests go and how to reach it.
 pub struct Upstream {
-    client: Client<TimedConnector, Full<Bytes>>,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
-    host: HeaderValue,
-    path_prefix: String,
+    tls: TlsConnector,
+    server_name: ServerName<'static>,
+    host: String,
+    port: u16,
+    connect_timeout: Duration,
     request_timeout: Duration,
+    /// `Host` of every forwarded request: the upstream's, never the caller's.
+    host_header: HeaderValue,
+    path_prefix: String,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
 }
 
 impl Upstream {
     pub fn new(config: &config::Upstream) -> Result<Self, rustls::Error> {
-        let tls = crate::tls::client_config(&config.extra_roots)?;
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_connect_timeout(Some(config.connect_timeout));
-        tcp.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(tcp);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            // Well below common upstream keep-alive timeouts, so a pooled connection is not
-            // picked just as the server closes it (a POST must not be retried blindly).
-            .pool_idle_timeout(Duration::from_secs(20))
-            .pool_timer(TokioTimer::new())
-            .build(TimedConnector {
-                inner: https,
-                limit: config.connect_timeout,
-            });
-        let host = HeaderValue::from_str(config.authority.as_str())
+        let mut tls = crate::tls::client_config(&config.extra_roots)?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let host = config
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let server_name = ServerName::try_from(host.as_str())
+            .map(|name| name.to_owned())
+            .map_err(|_| rustls::Error::General("upstream host is not a valid TLS name".into()))?;
+        let host_header = HeaderValue::from_str(config.authority.as_str())
             .expect("an authority is a valid header value");
         Ok(Self {
-            client,
-            scheme: config.scheme.clone(),
-            authority: config.authority.clone(),
+            tls: TlsConnector::from(Arc::new(tls)),
+            server_name,
+            port: config.authority.port_u16().unwrap_or(443),
             host,
-            path_prefix: config.path_prefix.clone(),
+            connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
+            host_header,
+            path_prefix: config.path_prefix.clone(),
+            idle: Mutex::new(Vec::with_capacity(config.pool_max_idle_per_host)),
+            max_idle: config.pool_max_idle_per_host,
         })
     }
 
-    /// The upstream URI for a caller's path and query; the caller never chooses the host.
-    fn uri(&self, path: &str, query: Option<&str>) -> Uri {
+    /// Sends one request and collects KwikID's whole answer within `request_timeout`.
+    /// A request goes out again only when nothing of it was sent: its first fresh connection
+    /// never opened, or a pooled connection turned out closed before it was written.
+    pub async fn send(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        mut headers: HeaderMap,
+        authorization: &HeaderValue,
+        body: Bytes,
+    ) -> Result<Response<Bytes>, UpstreamError> {
+        headers.insert(header::HOST, self.host_header.clone());
+        // Inserted, never appended: the caller's own Authorization never passes.
+        headers.insert(header::AUTHORIZATION, authorization.clone());
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = self.origin_form(path, query);
+        *request.headers_mut() = headers;
+
+        let exchange = async {
+            let mut fresh_connects = 0;
+            loop {
+                let mut connection = match self.checkout() {
+                    Some(pooled) => pooled,
+                    None => {
+                        fresh_connects += 1;
+                        match self.connect().await {
+                            Ok(fresh) => fresh,
+                            Err(_) if fresh_connects == 1 => continue,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
+                match connection.exchange(request).await {
+                    Exchanged::Answered(response) => {
+                        self.checkin(connection);
+                        return Ok(response);
+                    }
+                    Exchanged::NotSent(unsent) if connection.reused => {
+                        tracing::trace!(
+                            "pooled upstream connection was closed; sending on another"
+                        );
+                        request = unsent;
+                    }
+                    Exchanged::NotSent(_) => return Err(UpstreamError::Broken { kind: "closed" }),
+                    Exchanged::Failed(e) => return Err(e),
+                }
+            }
+        };
+        tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout))
+    }
+
+    /// The path and query as sent on the wire; the caller never chooses the host.
+    fn origin_form(&self, path: &str, query: Option<&str>) -> Uri {
         let mut pq = String::with_capacity(
             self.path_prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
         );
@@ -95,49 +167,180 @@ impl Upstream {
             pq.push('?');
             pq.push_str(q);
         }
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .expect("a path that passed routing and a configured base make a valid URI")
+        Uri::try_from(pq).expect("a path that passed routing and a configured base make a URI")
     }
 
-    /// Sends one request and collects KwikID's whole answer within `request_timeout`.
-    /// Retried once only when the connection never opened, so nothing reached KwikID;
-    /// `headers` builds the forwarded headers for each attempt (usually one).
-    pub async fn send(
-        &self,
-        method: &Method,
-        path: &str,
-        query: Option<&str>,
-        headers: impl Fn() -> HeaderMap,
-        authorization: &HeaderValue,
-        body: Bytes,
-    ) -> Result<Response<Bytes>, UpstreamError> {
-        let uri = self.uri(path, query);
-        let exchange = async {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let mut request = Request::new(Full::new(body.clone()));
-                *request.method_mut() = method.clone();
-                *request.uri_mut() = uri.clone();
-                let forwarded = request.headers_mut();
-                *forwarded = headers();
-                forwarded.insert(header::HOST, self.host.clone());
-                // Inserted, never appended: the caller's own Authorization never passes.
-                forwarded.insert(header::AUTHORIZATION, authorization.clone());
-                match self.client.request(request).await {
-                    Ok(response) => return collect(response).await,
-                    Err(e) if e.is_connect() && attempt == 1 => continue,
-                    Err(e) => return Err(classify(&e)),
+    /// The most recently used idle connection (its TLS state is warm in cache), dropping any
+    /// that idled too long or whose server has gone.
+    fn checkout(&self) -> Option<Connection> {
+        loop {
+            let candidate = self
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop()?;
+            if candidate.idle_since.elapsed() < POOL_IDLE_TIMEOUT && !candidate.sender.is_closed() {
+                return Some(candidate);
+            }
+        }
+    }
+
+    fn checkin(&self, mut connection: Connection) {
+        if connection.driver.is_none() || connection.sender.is_closed() {
+            tracing::trace!("upstream connection closed by the server after an answer");
+            return;
+        }
+        connection.reused = true;
+        connection.idle_since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.max_idle {
+            idle.push(connection);
+        }
+    }
+
+    /// Closes idle connections that idled too long or whose server closed them, so an idle
+    /// gateway does not hold sockets the upstream has given up on. Called periodically.
+    pub fn evict_idle(&self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let stale: Vec<Connection> = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let (keep, stale) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|c| c.idle_since.elapsed() < POOL_IDLE_TIMEOUT && !c.sender.is_closed());
+            *idle = keep;
+            stale
+        };
+        drop(stale);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // Polling an idle connection reads the server's close, if it sent one.
+        idle.retain_mut(|c| c.driver.poll(&mut cx).is_pending());
+    }
+
+    /// A new connection: DNS, TCP (each address in turn) and the TLS handshake, all within
+    /// `connect_timeout`.
+    async fn connect(&self) -> Result<Connection, UpstreamError> {
+        const CONNECT: UpstreamError = UpstreamError::Connect { kind: "connect" };
+        let connecting = async {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
+                .await
+                .map_err(|_| UpstreamError::Connect { kind: "dns" })?
+                .collect();
+            let mut tcp = None;
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(stream) => {
+                        tracing::debug!(%addr, "upstream connection opened");
+                        tcp = Some(stream);
+                        break;
+                    }
+                    Err(e) => tracing::debug!(%addr, error = %e, "upstream connect failed"),
                 }
             }
+            let tcp = tcp.ok_or(CONNECT)?;
+            tcp.set_nodelay(true).map_err(|_| CONNECT)?;
+            let tls = self
+                .tls
+                .connect(self.server_name.clone(), tcp)
+                .await
+                .map_err(|_| UpstreamError::Connect { kind: "tls" })?;
+            let (sender, driver) = http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|_| CONNECT)?;
+            Ok(Connection {
+                sender,
+                driver: DriverSlot(Some(driver)),
+                idle_since: Instant::now(),
+                reused: false,
+            })
         };
-        tokio::time::timeout(self.request_timeout, exchange)
+        tokio::time::timeout(self.connect_timeout, connecting)
             .await
-            .unwrap_or(Err(UpstreamError::Timeout))
+            .unwrap_or(Err(UpstreamError::Connect {
+                kind: "connect_timeout",
+            }))
+    }
+}
+
+/// One HTTP/1 connection to KwikID: the handle requests are sent through and the state
+/// machine that does the I/O, which whoever holds the connection polls.
+struct Connection {
+    sender: http1::SendRequest<Full<Bytes>>,
+    driver: DriverSlot,
+    idle_since: Instant,
+    /// It served a request before, so a close before sending means it went stale in the pool.
+    reused: bool,
+}
+
+enum Exchanged {
+    Answered(Response<Bytes>),
+    /// Nothing of the request was written: it may go out on another connection.
+    NotSent(Request<Full<Bytes>>),
+    Failed(UpstreamError),
+}
+
+impl Connection {
+    async fn exchange(&mut self, request: Request<Full<Bytes>>) -> Exchanged {
+        let Self { sender, driver, .. } = self;
+        match driver
+            .run(std::future::poll_fn(|cx| sender.poll_ready(cx)))
+            .await
+        {
+            Some(Ok(())) => {}
+            Some(Err(_)) | None => return Exchanged::NotSent(request),
+        }
+        let response = match driver.run(sender.try_send_request(request)).await {
+            Some(Ok(response)) => response,
+            Some(Err(mut unsent)) => {
+                return match unsent.take_message() {
+                    Some(request) => Exchanged::NotSent(request),
+                    None => Exchanged::Failed(classify(unsent.error())),
+                };
+            }
+            None => return Exchanged::Failed(UpstreamError::Broken { kind: "closed" }),
+        };
+        match driver.run(collect(response)).await {
+            Some(Ok(response)) => Exchanged::Answered(response),
+            Some(Err(e)) => Exchanged::Failed(e),
+            None => Exchanged::Failed(UpstreamError::Broken { kind: "closed" }),
+        }
+    }
+}
+
+/// The connection's state machine, until it finishes (the server closed, or an error).
+struct DriverSlot(Option<Driver>);
+
+impl DriverSlot {
+    fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Polls the connection's I/O; `Ready` once it has finished, for good.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(driver) = self.0.as_mut() else {
+            return Poll::Ready(());
+        };
+        match std::pin::Pin::new(driver).poll(cx) {
+            Poll::Ready(_) => {
+                self.0 = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Runs `work` (sending, reading the answer) while doing the connection's I/O in the
+    /// same task. `None`: the connection finished and `work` can never complete.
+    async fn run<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        let mut work = pin!(work);
+        std::future::poll_fn(|cx| {
+            let finished = self.poll(cx).is_ready();
+            match work.as_mut().poll(cx) {
+                Poll::Ready(done) => Poll::Ready(Some(done)),
+                Poll::Pending if finished => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
     }
 }
 
@@ -159,82 +362,19 @@ async fn collect(
     Ok(Response::from_parts(parts, bytes))
 }
 
-/// Names the failure by walking the error's sources; never formats the error itself.
-fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamError {
+/// Names the failure of a request that was sent; never formats the error itself.
+fn classify(error: &hyper::Error) -> UpstreamError {
+    if error.is_parse() || error.is_parse_status() {
+        return UpstreamError::Broken { kind: "garbage" };
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    let mut io_kind = None;
-    let mut timed_out = false;
     while let Some(e) = source {
-        if e.is::<ConnectTimedOut>() {
-            timed_out = true;
-        }
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            if h.is_parse() || h.is_parse_status() {
-                return UpstreamError::Broken { kind: "garbage" };
-            }
-            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
-                return UpstreamError::Broken { kind: "closed" };
-            }
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            io_kind = Some(io.kind());
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionReset
+        {
+            return UpstreamError::Broken { kind: "reset" };
         }
         source = e.source();
     }
-    if error.is_connect() {
-        let kind = match (timed_out, io_kind) {
-            (true, _) | (_, Some(std::io::ErrorKind::TimedOut)) => "connect_timeout",
-            (_, Some(std::io::ErrorKind::InvalidData)) => "tls",
-            _ => "connect",
-        };
-        return UpstreamError::Connect { kind };
-    }
-    match io_kind {
-        Some(std::io::ErrorKind::ConnectionReset) => UpstreamError::Broken { kind: "reset" },
-        _ => UpstreamError::Broken { kind: "closed" },
-    }
-}
-
-/// The connect (TCP + TLS) did not finish within `connect_timeout`.
-#[derive(Debug)]
-pub struct ConnectTimedOut;
-
-impl std::fmt::Display for ConnectTimedOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connect timed out")
-    }
-}
-
-impl std::error::Error for ConnectTimedOut {}
-
-/// Puts one deadline over TCP connect *and* the TLS handshake; hyper-rustls has none for the
-/// handshake, so a peer that accepts TCP and never speaks TLS would hold a request forever.
-#[derive(Clone)]
-pub struct TimedConnector {
-    inner: HttpsConnector<HttpConnector>,
-    limit: Duration,
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Connecting = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Response;
-
-impl tower_service::Service<Uri> for TimedConnector {
-    type Response = Connecting;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Connecting, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        let limit = self.limit;
-        Box::pin(async move {
-            match tokio::time::timeout(limit, connecting).await {
-                Ok(result) => result,
-                Err(_) => Err(Box::new(ConnectTimedOut) as BoxError),
-            }
-        })
-    }
+    UpstreamError::Broken { kind: "closed" }
 }
