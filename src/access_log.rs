@@ -87,7 +87,7 @@ fn render_into(out: &mut Vec<u8>, record: &AccessRecord<'_>, token: &LoadedToken
     out.extend_from_slice(b",\"caller\":");
     json_str(out, scrub(record.caller, token));
     out.extend_from_slice(b",\"peer\":\"");
-    let _ = write!(out, "{}", record.peer);
+    peer(out, record.peer);
     out.extend_from_slice(b"\",\"method\":");
     json_str(out, scrub(record.method, token));
     out.extend_from_slice(b",\"path\":");
@@ -125,6 +125,15 @@ fn json_str(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = text.as_bytes();
+    // Almost every field needs no escaping; this check has no early exit, so it vectorizes.
+    let needs_escape = bytes.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escape {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut plain = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escaped: &[u8] = match b {
@@ -151,6 +160,27 @@ fn json_str(out: &mut Vec<u8>, text: &str) {
     }
     out.extend_from_slice(&bytes[plain..]);
     out.push(b'"');
+}
+
+/// `ip:port`, IPv4 without the formatting machinery (it is nearly every line), IPv6 as
+/// `[ip]:port`.
+fn peer(out: &mut Vec<u8>, addr: std::net::SocketAddr) {
+    match addr {
+        std::net::SocketAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(digits.format(octet).as_bytes());
+            }
+            out.push(b':');
+            out.extend_from_slice(digits.format(v4.port()).as_bytes());
+        }
+        std::net::SocketAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Milliseconds with at most three decimals (microsecond precision), as a JSON number.
@@ -326,6 +356,51 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(json["caller"], "a\"b\nc");
         assert_eq!(json["token_id"], t.fingerprint.as_str());
+    }
+
+    #[test]
+    fn every_field_round_trips_through_a_json_parser() {
+        let t = token();
+        for (peer, millis, shown) in [
+            ("10.1.2.3:40000", 12.0, 12.0),
+            ("[::1]:8080", 0.0004, 0.0),
+            ("[2001:db8::7]:1", 1.2345, 1.235),
+            ("255.255.255.255:65535", 99_999.999_6, 100_000.0),
+        ] {
+            let record = AccessRecord {
+                request_id: "r\u{1}\u{1f}\u{7f}é",
+                caller: "tab\tback\\slash\u{8}\u{c}",
+                peer: peer.parse().unwrap(),
+                method: "POST",
+                path: "/p",
+                status: 502,
+                upstream_status: Some(200),
+                outcome: "upstream_unavailable",
+                duration_ms: millis,
+                upstream_ms: Some(millis),
+                bytes_in: 7,
+                bytes_out: usize::MAX,
+                handshake_id: Some(""),
+            };
+            let line = render(&record, &t);
+            assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+            let json: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(json["request_id"], "r\u{1}\u{1f}\u{7f}é");
+            assert_eq!(json["caller"], "tab\tback\\slash\u{8}\u{c}");
+            assert_eq!(json["peer"], peer);
+            assert_eq!(json["status"], 502);
+            assert_eq!(json["upstream_status"], 200);
+            assert_eq!(json["duration_ms"].as_f64(), Some(shown), "{millis}");
+            assert_eq!(json["upstream_ms"].as_f64(), Some(shown));
+            assert_eq!(json["bytes_out"].as_u64(), Some(usize::MAX as u64));
+            assert_eq!(json["handshake_id"], "");
+            let ts = json["ts"].as_str().unwrap();
+            assert_eq!(ts.len(), "2026-11-26T10:25:48.123Z".len(), "{ts}");
+            assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
+        }
+        let bare = render(&AccessRecord::default(), &t);
+        let json: serde_json::Value = serde_json::from_slice(&bare).unwrap();
+        assert!(json.get("upstream_status").is_none() && json.get("handshake_id").is_none());
     }
 
     #[test]

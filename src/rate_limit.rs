@@ -105,7 +105,8 @@ impl RateLimits {
         let Some((shared, on_error)) = &self.shared else {
             return self.acquire_local(caller).await;
         };
-        match self.acquire_shared(shared, caller, metrics).await {
+        // Boxed, so the Redis round trip does not size the request future of local limits.
+        match Box::pin(self.acquire_shared(shared, caller, metrics)).await {
             Ok(verdict) => {
                 if !self.redis_healthy.swap(true, Ordering::Relaxed) {
                     tracing::info!("Redis answers again; rate limits are shared again");

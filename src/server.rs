@@ -53,7 +53,7 @@ impl Gateway {
         Ok(Arc::new(Self {
             token: TokenStore::new(token),
             limits,
-            upstream: Upstream::new(&config.upstream).map_err(SetupError::Tls)?,
+            upstream: Upstream::new(&config.upstream, &config.routes).map_err(SetupError::Tls)?,
             access_log,
             metrics,
             ready: AtomicBool::new(false),

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config;
+use crate::route::Route;
 
 /// KwikID's answers are small JSON documents; anything bigger is not one.
 const MAX_UPSTREAM_BODY: usize = 1024 * 1024;
@@ -68,12 +69,23 @@ pub struct Upstream {
     /// `Host` of every forwarded request: the upstream's, never the caller's.
     host_header: HeaderValue,
     path_prefix: String,
-    idle: Mutex<Vec<Connection>>,
+    /// Boxed: a connection (rustls and hyper state) is a few KiB, and it moves in and out
+    /// of here and through every request future that holds it.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<Connection>>>,
     max_idle: usize,
+    /// The forwarded target of each route when the caller sent no query: built once.
+    route_targets: Vec<(String, Uri)>,
+    /// The upstream's addresses, looked up by one connect at a time and reused for
+    /// [`DNS_REUSE`]: a burst of new connections costs one lookup, not a blocking thread each.
+    resolved: tokio::sync::Mutex<Option<(Instant, Arc<[SocketAddr]>)>>,
 }
 
+/// How long looked-up upstream addresses are reused (unless connecting to them fails).
+const DNS_REUSE: Duration = Duration::from_secs(10);
+
 impl Upstream {
-    pub fn new(config: &config::Upstream) -> Result<Self, rustls::Error> {
+    pub fn new(config: &config::Upstream, routes: &[Route]) -> Result<Self, rustls::Error> {
         let mut tls = crate::tls::client_config(&config.extra_roots)?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let host = config
@@ -87,7 +99,7 @@ impl Upstream {
             .map_err(|_| rustls::Error::General("upstream host is not a valid TLS name".into()))?;
         let host_header = HeaderValue::from_str(config.authority.as_str())
             .expect("an authority is a valid header value");
-        Ok(Self {
+        let mut upstream = Self {
             tls: TlsConnector::from(Arc::new(tls)),
             server_name,
             port: config.authority.port_u16().unwrap_or(443),
@@ -98,7 +110,19 @@ impl Upstream {
             path_prefix: config.path_prefix.clone(),
             idle: Mutex::new(Vec::with_capacity(config.pool_max_idle_per_host)),
             max_idle: config.pool_max_idle_per_host,
-        })
+            route_targets: Vec::new(),
+            resolved: tokio::sync::Mutex::new(None),
+        };
+        upstream.route_targets = routes
+            .iter()
+            .map(|route| {
+                (
+                    route.path.to_string(),
+                    upstream.build_target(&route.path, None),
+                )
+            })
+            .collect();
+        Ok(upstream)
     }
 
     /// Sends one request and collects KwikID's whole answer within `request_timeout`.
@@ -128,7 +152,9 @@ impl Upstream {
                     Some(pooled) => pooled,
                     None => {
                         fresh_connects += 1;
-                        match self.connect().await {
+                        // Boxed: a connect (a TLS handshake in flight) is large, rare, and
+                        // would otherwise size every request's future.
+                        match Box::pin(self.connect()).await {
                             Ok(fresh) => fresh,
                             Err(_) if fresh_connects == 1 => continue,
                             Err(e) => return Err(e),
@@ -158,6 +184,15 @@ impl Upstream {
 
     /// The path and query as sent on the wire; the caller never chooses the host.
     fn origin_form(&self, path: &str, query: Option<&str>) -> Uri {
+        if query.is_none()
+            && let Some((_, target)) = self.route_targets.iter().find(|(p, _)| p == path)
+        {
+            return target.clone();
+        }
+        self.build_target(path, query)
+    }
+
+    fn build_target(&self, path: &str, query: Option<&str>) -> Uri {
         let mut pq = String::with_capacity(
             self.path_prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
         );
@@ -172,7 +207,7 @@ impl Upstream {
 
     /// The most recently used idle connection (its TLS state is warm in cache), dropping any
     /// that idled too long or whose server has gone.
-    fn checkout(&self) -> Option<Connection> {
+    fn checkout(&self) -> Option<Box<Connection>> {
         loop {
             let candidate = self
                 .idle
@@ -185,7 +220,7 @@ impl Upstream {
         }
     }
 
-    fn checkin(&self, mut connection: Connection) {
+    fn checkin(&self, mut connection: Box<Connection>) {
         if connection.driver.is_none() || connection.sender.is_closed() {
             tracing::trace!("upstream connection closed by the server after an answer");
             return;
@@ -202,7 +237,7 @@ impl Upstream {
     /// gateway does not hold sockets the upstream has given up on. Called periodically.
     pub fn evict_idle(&self) {
         let mut cx = Context::from_waker(Waker::noop());
-        let stale: Vec<Connection> = {
+        let stale: Vec<Box<Connection>> = {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
             let (keep, stale) = std::mem::take(&mut *idle)
                 .into_iter()
@@ -218,15 +253,12 @@ impl Upstream {
 
     /// A new connection: DNS, TCP (each address in turn) and the TLS handshake, all within
     /// `connect_timeout`.
-    async fn connect(&self) -> Result<Connection, UpstreamError> {
+    async fn connect(&self) -> Result<Box<Connection>, UpstreamError> {
         const CONNECT: UpstreamError = UpstreamError::Connect { kind: "connect" };
         let connecting = async {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
-                .await
-                .map_err(|_| UpstreamError::Connect { kind: "dns" })?
-                .collect();
+            let addrs = self.addresses().await?;
             let mut tcp = None;
-            for addr in addrs {
+            for &addr in addrs.iter() {
                 match TcpStream::connect(addr).await {
                     Ok(stream) => {
                         tracing::debug!(%addr, "upstream connection opened");
@@ -236,7 +268,11 @@ impl Upstream {
                     Err(e) => tracing::debug!(%addr, error = %e, "upstream connect failed"),
                 }
             }
-            let tcp = tcp.ok_or(CONNECT)?;
+            let Some(tcp) = tcp else {
+                // Perhaps the name points elsewhere now: look it up again next time.
+                *self.resolved.lock().await = None;
+                return Err(CONNECT);
+            };
             tcp.set_nodelay(true).map_err(|_| CONNECT)?;
             let tls = self
                 .tls
@@ -246,18 +282,39 @@ impl Upstream {
             let (sender, driver) = http1::handshake(TokioIo::new(tls))
                 .await
                 .map_err(|_| CONNECT)?;
-            Ok(Connection {
+            Ok(Box::new(Connection {
                 sender,
                 driver: DriverSlot(Some(driver)),
                 idle_since: Instant::now(),
                 reused: false,
-            })
+            }))
         };
         tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .unwrap_or(Err(UpstreamError::Connect {
                 kind: "connect_timeout",
             }))
+    }
+}
+
+impl Upstream {
+    async fn addresses(&self) -> Result<Arc<[SocketAddr]>, UpstreamError> {
+        const DNS: UpstreamError = UpstreamError::Connect { kind: "dns" };
+        let mut resolved = self.resolved.lock().await;
+        if let Some((at, addrs)) = &*resolved
+            && at.elapsed() < DNS_REUSE
+        {
+            return Ok(addrs.clone());
+        }
+        let addrs: Arc<[SocketAddr]> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|_| DNS)?
+            .collect();
+        if addrs.is_empty() {
+            return Err(DNS);
+        }
+        *resolved = Some((Instant::now(), addrs.clone()));
+        Ok(addrs)
     }
 }
 
