@@ -11,6 +11,7 @@
 #
 # Knobs (environment): ROUNDS=3 DURATION=10 RATE=1000 RATE_DURATION=10 CONNS=64
 # IDLE_CONNS=1000 WARMUP=2 PROXY_CPU=0 LOAD_CPU=1 KEEP_WORKDIR=0 OUT=benches/results/latest.md
+# GATEWAY_BIN=target/release/kwikid-gateway
 # CONTENDERS="floor gateway gateway_redis nginx" (a subset is fine for a quick look)
 # PROXY_CPU and LOAD_CPU are taskset CPU lists: PROXY_CPU=0,1 LOAD_CPU=0,1 gives the proxy both
 # CPUs (the gateway then runs one runtime worker per CPU) and has the load share them.
@@ -75,7 +76,9 @@ clk_tck=$(getconf CLK_TCK)
 say "building: cargo build --release --locked"
 (cd "$repo" && cargo build --release --locked --bins) >&2
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
-gateway_bin=$target_dir/release/kwikid-gateway
+# GATEWAY_BIN=/path/to/kwikid-gateway measures another build (say, the last release) with
+# this checkout's mock and configs: an A/B of two builds is two runs on a quiet machine.
+gateway_bin=${GATEWAY_BIN:-$target_dir/release/kwikid-gateway}
 mock_bin=$target_dir/release/kwikid-mock
 if [ ! -x "$gateway_bin" ] || [ ! -x "$mock_bin" ]; then die "release binaries missing under $target_dir"; fi
 
