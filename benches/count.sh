@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Repeatable per-request costs of one proxy, for comparing builds or the gateway with nginx
+# when wall-clock CPU figures are too noisy to tell a few percent apart:
+#
+#   instructions per request   valgrind --tool=callgrind, user space only (exact: the same
+#                              binary and load give the same count on a busy machine)
+#   syscalls and context       perf stat (raw_syscalls:sys_enter, context-switches) over the
+#   switches per request       same load, without valgrind
+#
+#   bash benches/count.sh gateway [REQUESTS]    # default 5000, after 1000 not counted
+#   bash benches/count.sh nginx [REQUESTS]      # nginx with benches/nginx.conf.template
+#   GATEWAY_BIN=/path/to/kwikid-gateway bash benches/count.sh gateway
+#
+# The load is oha with 64 connections (REQUESTS in all), on LOAD_CPU with the mock; the proxy
+# runs on PROXY_CPU. Needs: bash benches/install.sh, valgrind, and linux-perf for the
+# syscall counts (skipped when perf is missing or not permitted). Loopback only; bounded by
+# the request count.
+set -euo pipefail
+
+who=${1:?usage: count.sh gateway|nginx [REQUESTS]}
+requests=${2:-5000}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+ROUTE=/verification/v2/digilocker/init
+BODY='{"handshake_id":"bench-session-12345","callback_url":"https://app.example.com/dl/cb"}'
+
+say() { printf '[count %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+case $who in gateway | nginx) ;; *) die "first argument: gateway or nginx" ;; esac
+for tool in cargo oha valgrind callgrind_control python3 taskset; do
+    command -v "$tool" >/dev/null || die "$tool not found (bash benches/install.sh; apt-get install valgrind)"
+done
+[ "$who" != nginx ] || command -v nginx >/dev/null || die "nginx not found; run: bash benches/install.sh"
+
+(cd "$repo" && cargo build --release --locked --bins) >&2
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+gateway_bin=${GATEWAY_BIN:-$target_dir/release/kwikid-gateway}
+
+work=$(mktemp -d /tmp/kwikid-count.XXXXXX)
+chmod 700 "$work"
+started=()
+stop() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local pid
+    for pid in "${started[@]}"; do stop "$pid"; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+token="bench-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+export KWIKID_API_TOKEN=$token
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {
+    local i
+    for ((i = 0; i < 600; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+taskset -c "$LOAD_CPU" "$target_dir/release/kwikid-mock" --listen 127.0.0.1:0 --ca-out "$work/ca.pem" \
+    >"$work/mock.out" 2>&1 &
+started+=($!)
+for ((i = 0; i < 100; i++)); do
+    mock_port=$(sed -n 's|^kwikid-mock listening on https://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$work/mock.out")
+    [ -n "$mock_port" ] && break
+    sleep 0.1
+done
+[ -n "${mock_port:-}" ] || die "kwikid-mock did not start"
+port=$(free_port)
+cat >"$work/gateway.toml" <<EOF
+[listen]
+addr = "127.0.0.1:$port"
+header_read_timeout = "60s"
+[upstream]
+base_url = "https://localhost:$mock_port"
+ca_file = "$work/ca.pem"
+pool_max_idle_per_host = 64
+[token]
+env = "KWIKID_API_TOKEN"
+[rate_limit]
+global = { per_second = 1000000, burst = 1000000 }
+per_caller = { per_second = 1000000, burst = 1000000 }
+EOF
+mkdir -p "$work/nginx/tmp"
+sed -e "s|@DIR@|$work/nginx|g" -e "s|@PORT@|$port|g" -e "s|@MOCK_PORT@|$mock_port|g" \
+    -e "s|@CA@|$work/ca.pem|g" -e "s|@TOKEN@|$token|g" \
+    "$here/nginx.conf.template" >"$work/nginx/nginx.conf"
+
+# $1 = requests; fails unless every answer is 200.
+load() {
+    taskset -c "$LOAD_CPU" oha --no-tui -n "$1" -c 64 -m POST -H 'content-type: application/json' \
+        -H 'x-caller-id: bench' -d "$BODY" --output-format json "http://127.0.0.1:$port$ROUTE" \
+        >"$work/oha.json"
+    python3 - "$work/oha.json" "$1" <<'PY' || die "not every answer was 200; see $work/oha.json"
+import json, sys
+codes = json.load(open(sys.argv[1])).get("statusCodeDistribution", {})
+sys.exit(0 if codes.get("200", 0) == int(sys.argv[2]) and len(codes) == 1 else 1)
+PY
+}
+
+# Starts the proxy, optionally under a wrapper ($@); sets proxy_pid to the process that
+# serves (nginx: its worker when a master runs).
+start_proxy() {
+    if [ "$who" = gateway ]; then
+        taskset -c "$PROXY_CPU" "$@" "$gateway_bin" --config "$work/gateway.toml" >"$work/access.log" 2>>"$work/proxy.err" &
+    else
+        taskset -c "$PROXY_CPU" "$@" nginx -p "$work/nginx/" -e "$work/nginx/error.log" \
+            -c "$work/nginx/nginx.conf" -g 'daemon off;' 2>>"$work/proxy.err" &
+    fi
+    proxy_pid=$!
+    started+=("$proxy_pid")
+    wait_port "$port" || die "$who did not start; see $work/proxy.err"
+    if [ "$who" = nginx ] && grep -q '^master_process on;' "$work/nginx/nginx.conf"; then
+        local worker="" i
+        for ((i = 0; i < 50; i++)); do
+            worker=$(awk '{print $1}' "/proc/$proxy_pid/task/$proxy_pid/children" 2>/dev/null || true)
+            [ -n "$worker" ] && break
+            sleep 0.1
+        done
+        [ -n "$worker" ] || die "no nginx worker"
+        serving_pid=$worker
+    else
+        serving_pid=$proxy_pid
+    fi
+}
+
+say "$who: syscalls and context switches per request ($requests requests)"
+start_proxy
+load 1000
+if command -v perf >/dev/null &&
+    perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$serving_pid" -o "$work/perf.txt" -- sleep 0.1 2>/dev/null; then
+    perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$serving_pid" -o "$work/perf.txt" -- sleep 3600 2>/dev/null &
+    perf_pid=$!
+    sleep 0.5
+    load "$requests"
+    kill "$(pgrep -P "$perf_pid" sleep)" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    awk -F, -v n="$requests" '/raw_syscalls/ { printf "syscalls per request: %.2f\n", $1 / n }
+        /context-switches/ { printf "context switches per request: %.2f\n", $1 / n }' "$work/perf.txt"
+else
+    say "perf unavailable: syscall counts skipped"
+fi
+stop "$proxy_pid"
+
+say "$who: instructions per request under callgrind ($requests requests, slow)"
+sed -i 's/^master_process on;/master_process off;/' "$work/nginx/nginx.conf"
+start_proxy valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out"
+load 1000
+callgrind_control -z "$proxy_pid" >/dev/null 2>&1
+load "$requests"
+callgrind_control -d "$proxy_pid" >/dev/null 2>&1
+for ((i = 0; i < 50; i++)); do
+    dump=$(ls -t "$work"/callgrind.out.* 2>/dev/null | head -1 || true)
+    [ -n "$dump" ] && grep -q '^totals:' "$dump" && break
+    sleep 0.1
+done
+[ -n "$dump" ] || die "callgrind wrote no dump"
+total=$(awk '/^totals:/ { print $2; exit }' "$dump")
+echo "instructions per request: $((total / requests))"
