@@ -28,8 +28,9 @@ repo=$(cd "$here/.." && pwd)
 BODY='{"handshake_id":"chaos-session","callback_url":"https://app.example.com/dl/cb"}'
 ROUTE=/verification/v2/digilocker/init
 
-say() { printf '[chaos %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+bench_name=chaos
+# shellcheck source=benches/lib.sh
+source "$here/lib.sh"
 
 for tool in cargo oha curl openssl python3 awk; do
     command -v "$tool" >/dev/null || die "$tool not found (see benches/install.sh)"
@@ -44,37 +45,17 @@ mock_bin=$target_dir/release/kwikid-mock
 
 work=$(mktemp -d /tmp/kwikid-chaos.XXXXXX)
 chmod 711 "$work"
-started_pids=()
 cleanup() {
-    local pid
-    for pid in "${started_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${started_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    stop_started
     if [ "$KEEP_WORKDIR" = 1 ]; then say "work dir kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_port() {
-    local port=$1 pid=$2 i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    return 1
-}
 fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
-forget_pid() {
-    local kept=() p
-    for p in "${started_pids[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
-    started_pids=("${kept[@]}")
-}
 
 # One certificate for every incarnation of the mock (a restarted mock must be the same
-# KwikID to the gateway): a throwaway CA and a localhost leaf it signs.
+# KwikID to the gateway, at the same port): a throwaway CA and a localhost leaf it signs.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj /CN=kwikid-chaos-ca -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
@@ -83,11 +64,11 @@ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nke
 openssl x509 -req -in "$work/leaf.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
     -CAcreateserial -days 2 -extfile "$work/leaf.ext" -out "$work/leaf.pem" 2>/dev/null
 
-token="chaos-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+token=$(random_token)
 export KWIKID_API_TOKEN=$token
 mock_port=$(free_port)
 mock_pid=""
-start_mock() {
+start_fixed_mock() {
     "$mock_bin" --listen "127.0.0.1:$mock_port" --cert "$work/leaf.pem" --key "$work/leaf.key" \
         >>"$work/mock.out" 2>>"$work/mock.err" &
     mock_pid=$!
@@ -99,7 +80,7 @@ kill_mock() {
     wait "$mock_pid" 2>/dev/null || true
     forget_pid "$mock_pid"
 }
-start_mock
+start_fixed_mock
 
 gateway_port=$(free_port)
 admin_port=$(free_port)
@@ -162,7 +143,7 @@ while [ $((SECONDS - start)) -lt $((DURATION - UP_FOR)) ]; do
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert list(d)==["error"] and d["error"]' \
         "$work/probe.body" 2>/dev/null || { bad_probes=$((bad_probes + 1)); say "error body is not {\"error\": …}"; }
     sleep "$DOWN_FOR"
-    start_mock
+    start_fixed_mock
     t0=$(date +%s%N)
     until [ "$(probe)" = "200 -" ]; do
         [ $((($(date +%s%N) - t0) / 1000000)) -lt 5000 ] || break

@@ -26,8 +26,10 @@ repo=$(cd "$here/.." && pwd)
 ROUTE=/verification/v2/digilocker/init
 BODY='{"handshake_id":"bench-session-12345","callback_url":"https://app.example.com/dl/cb"}'
 
-say() { printf '[count %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+bench_name=count
+# shellcheck source=benches/lib.sh
+source "$here/lib.sh"
+
 case $who in gateway | nginx) ;; *) die "first argument: gateway or nginx" ;; esac
 for tool in cargo oha valgrind callgrind_control python3 taskset; do
     command -v "$tool" >/dev/null || die "$tool not found (bash benches/install.sh; apt-get install valgrind)"
@@ -40,42 +42,16 @@ gateway_bin=${GATEWAY_BIN:-$target_dir/release/kwikid-gateway}
 
 work=$(mktemp -d /tmp/kwikid-count.XXXXXX)
 chmod 700 "$work"
-started=()
-stop() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local pid
-    for pid in "${started[@]}"; do stop "$pid"; done
+    for pid in "${started_pids[@]}"; do stop_pid "$pid"; done
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-token="bench-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+token=$(random_token)
 export KWIKID_API_TOKEN=$token
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() {
-    local i
-    for ((i = 0; i < 600; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-taskset -c "$LOAD_CPU" "$target_dir/release/kwikid-mock" --listen 127.0.0.1:0 --ca-out "$work/ca.pem" \
-    >"$work/mock.out" 2>&1 &
-started+=($!)
-for ((i = 0; i < 100; i++)); do
-    mock_port=$(sed -n 's|^kwikid-mock listening on https://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$work/mock.out")
-    [ -n "$mock_port" ] && break
-    sleep 0.1
-done
-[ -n "${mock_port:-}" ] || die "kwikid-mock did not start"
+start_mock "$target_dir/release/kwikid-mock" "$LOAD_CPU" "$work"
 port=$(free_port)
 cat >"$work/gateway.toml" <<EOF
 [listen]
@@ -118,8 +94,8 @@ start_proxy() {
             -c "$work/nginx/nginx.conf" -g 'daemon off;' 2>>"$work/proxy.err" &
     fi
     proxy_pid=$!
-    started+=("$proxy_pid")
-    wait_port "$port" || die "$who did not start; see $work/proxy.err"
+    started_pids+=("$proxy_pid")
+    wait_port "$port" "$proxy_pid" 120 || die "$who did not start; see $work/proxy.err"
     if [ "$who" = nginx ] && grep -q '^master_process on;' "$work/nginx/nginx.conf"; then
         local worker="" i
         for ((i = 0; i < 50; i++)); do
@@ -150,7 +126,7 @@ if command -v perf >/dev/null &&
 else
     say "perf unavailable: syscall counts skipped"
 fi
-stop "$proxy_pid"
+stop_pid "$proxy_pid"
 
 say "$who: instructions per request under callgrind ($requests requests, slow)"
 sed -i 's/^master_process on;/master_process off;/' "$work/nginx/nginx.conf"

@@ -22,24 +22,19 @@ mkdir -p "$out"
 chmod 700 "$out"
 ulimit -n 65536 2>/dev/null || true
 
+bench_name=profile
+# shellcheck source=benches/lib.sh
+source "$here/lib.sh"
+
 (cd "$repo" && cargo build --release --locked --bins) >&2
 bin=${CARGO_TARGET_DIR:-$repo/target}/release
 
-pids=()
-cleanup() { local p; for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+trap stop_started EXIT
 
-KWIKID_API_TOKEN="bench-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+KWIKID_API_TOKEN=$(random_token)
 export KWIKID_API_TOKEN
-taskset -c "$LOAD_CPU" "$bin/kwikid-mock" --listen 127.0.0.1:0 --ca-out "$out/ca.pem" >"$out/mock.out" 2>&1 &
-pids+=($!)
-for ((i = 0; i < 100; i++)); do
-    mock_port=$(sed -n 's|^kwikid-mock listening on https://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$out/mock.out")
-    [ -n "$mock_port" ] && break
-    sleep 0.1
-done
-[ -n "$mock_port" ] || { echo "kwikid-mock did not start" >&2; exit 1; }
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+start_mock "$bin/kwikid-mock" "$LOAD_CPU" "$out"
+port=$(free_port)
 cat >"$out/gateway.toml" <<EOF
 [listen]
 addr = "127.0.0.1:$port"
@@ -60,8 +55,8 @@ case $TOOL in
     perf)
         taskset -c "$PROXY_CPU" "$bin/kwikid-gateway" --config "$out/gateway.toml" >"$out/access.log" 2>"$out/gateway.err" &
         gw=$!
-        pids+=("$gw")
-        sleep 1
+        started_pids+=("$gw")
+        wait_port "$port" "$gw" || die "the gateway did not start; see $out/gateway.err"
         taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s -s "$here/post.lua" "http://127.0.0.1:$port/verification/v2/digilocker/init" >/dev/null
         taskset -c "$LOAD_CPU" perf record -e cpu-clock -F 1999 --call-graph dwarf,16384 -p "$gw" -o "$out/perf.data" \
             -- sleep "$SECONDS_" 2>"$out/perf.err" &
@@ -75,13 +70,13 @@ case $TOOL in
         taskset -c "$PROXY_CPU" valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
             "$bin/kwikid-gateway" --config "$out/gateway.toml" >"$out/access.log" 2>"$out/gateway.err" &
         gw=$!
-        pids+=("$gw")
-        sleep 5
+        started_pids+=("$gw")
+        wait_port "$port" "$gw" 120 || die "the gateway did not start under valgrind; see $out/gateway.err"
         taskset -c "$LOAD_CPU" wrk -t1 -c8 -d"${SECONDS_}s" -s "$here/post.lua" "http://127.0.0.1:$port/verification/v2/digilocker/init" | tee "$out/wrk.txt"
-        kill -TERM "$gw"; wait "$gw" || true
+        stop_pid "$gw"
         callgrind_annotate --inclusive=no "$out/callgrind.out" >"$out/report.txt" 2>/dev/null
         callgrind_annotate --inclusive=yes "$out/callgrind.out" >"$out/report-children.txt" 2>/dev/null
         ;;
-    *) echo "TOOL is perf or callgrind" >&2; exit 2 ;;
+    *) die "TOOL is perf or callgrind" ;;
 esac
 echo "profile: $out/report.txt (self) and $out/report-children.txt (inclusive)" >&2

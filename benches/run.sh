@@ -35,8 +35,9 @@ OUT=${OUT:-$here/results/latest.md}
 BODY='{"handshake_id":"bench-session-12345","callback_url":"https://app.example.com/dl/cb"}'
 ROUTE=/verification/v2/digilocker/init
 
-say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+bench_name=bench
+# shellcheck source=benches/lib.sh
+source "$here/lib.sh"
 
 # ---------------------------------------------------------------------------- preflight
 want_redis=0
@@ -86,16 +87,9 @@ work=$(mktemp -d /tmp/kwikid-bench.XXXXXX)
 chmod 711 "$work"
 results=$work/results.tsv
 : >"$results"
-started_pids=()
 
 cleanup() {
-    local pid
-    for pid in "${started_pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${started_pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_started
     if [ "$KEEP_WORKDIR" = 1 ]; then
         say "work dir kept: $work"
     else
@@ -104,35 +98,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits until 127.0.0.1:$1 accepts TCP, while process $2 is alive.
-wait_port() {
-    local port=$1 pid=$2 i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
-stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    local kept=()
-    for p in "${started_pids[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
-    started_pids=("${kept[@]}")
-}
 
 # utime + stime (clock ticks) summed over the given PIDs; includes exited threads.
 cpu_ticks() {
@@ -149,22 +114,11 @@ status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; }
 
 # ---------------------------------------------------------------------------- the mock
-token="bench-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+token=$(random_token)
 export KWIKID_API_TOKEN=$token
 
 say "starting kwikid-mock on CPU $LOAD_CPU"
-taskset -c "$LOAD_CPU" "$mock_bin" --listen 127.0.0.1:0 --ca-out "$work/ca.pem" \
-    >"$work/mock.out" 2>"$work/mock.err" &
-mock_pid=$!
-started_pids+=("$mock_pid")
-mock_port=""
-for ((i = 0; i < 100; i++)); do
-    mock_port=$(sed -n 's|^kwikid-mock listening on https://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$work/mock.out")
-    [ -n "$mock_port" ] && break
-    kill -0 "$mock_pid" 2>/dev/null || { cat "$work/mock.err" >&2; die "kwikid-mock exited"; }
-    sleep 0.1
-done
-[ -n "$mock_port" ] || die "kwikid-mock did not say where it listens"
+start_mock "$mock_bin" "$LOAD_CPU" "$work"
 
 # ---------------------------------------------------------------------------- redis
 # One redis-server for the whole run, only for gateway_redis: a unix socket in the work dir

@@ -41,8 +41,9 @@ repo=$(cd "$here/.." && pwd)
 BODY='{"handshake_id":"soak-session-12345","callback_url":"https://app.example.com/dl/cb"}'
 ROUTE=/verification/v2/digilocker/init
 
-say() { printf '[soak %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+bench_name=soak
+# shellcheck source=benches/lib.sh
+source "$here/lib.sh"
 
 for tool in cargo oha wrk curl python3 awk; do
     command -v "$tool" >/dev/null || die "$tool not found (see benches/install.sh)"
@@ -57,30 +58,15 @@ mock_bin=$target_dir/release/kwikid-mock
 
 work=$(mktemp -d /tmp/kwikid-soak.XXXXXX)
 chmod 711 "$work"
-started_pids=()
 sampler_pid=""
 cleanup() {
-    local pid
     [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
-    for pid in "${started_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${started_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    stop_started
     if [ "$KEEP_WORKDIR" = 1 ]; then say "work dir kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_port() {
-    local port=$1 pid=$2 i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
 fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 metric() {
@@ -93,19 +79,9 @@ requests_total() {
 }
 
 # ---------------------------------------------------------------------------- processes
-token="soak-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+token=$(random_token)
 export KWIKID_API_TOKEN=$token
-"$mock_bin" --listen 127.0.0.1:0 --ca-out "$work/ca.pem" >"$work/mock.out" 2>"$work/mock.err" &
-mock_pid=$!
-started_pids+=("$mock_pid")
-mock_port=""
-for ((i = 0; i < 100; i++)); do
-    mock_port=$(sed -n 's|^kwikid-mock listening on https://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$work/mock.out")
-    [ -n "$mock_port" ] && break
-    kill -0 "$mock_pid" 2>/dev/null || { cat "$work/mock.err" >&2; die "kwikid-mock exited"; }
-    sleep 0.1
-done
-[ -n "$mock_port" ] || die "kwikid-mock did not say where it listens"
+start_mock "$mock_bin" "" "$work"
 
 gateway_port=$(free_port)
 admin_port=$(free_port)

@@ -1,0 +1,79 @@
+# Shared by the scripts in benches/: messages, ports, starting and stopping the processes a
+# script started (by PID, never by name), and the kwikid-mock upstream.
+#
+#   bench_name=soak; source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# Every process a script starts goes in started_pids; stop_pid and stop_started end them.
+
+started_pids=()
+
+say() { printf '[%s %s] %s\n' "${bench_name:-bench}" "$(date +%H:%M:%S)" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until 127.0.0.1:$1 accepts TCP, while process $2 is alive (up to ${3:-10} s).
+wait_port() {
+    local port=$1 pid=$2 tries=$((${3:-10} * 20)) i
+    for ((i = 0; i < tries; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# Drops $1 from started_pids (it has ended).
+forget_pid() {
+    local kept=() p
+    for p in "${started_pids[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
+    started_pids=("${kept[@]}")
+}
+
+# Ends process $1 (TERM, then KILL after 10 s) and forgets it.
+stop_pid() {
+    local pid=$1 i
+    if kill -TERM "$pid" 2>/dev/null; then
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    forget_pid "$pid"
+}
+
+# Ends every process still in started_pids: all get TERM at once, then each is waited for.
+stop_started() {
+    local pid
+    for pid in "${started_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${started_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    started_pids=()
+}
+
+# Starts kwikid-mock ($1: its binary) on CPUs $2 (empty: any) with its throwaway CA in $3/ca.pem and its
+# output in $3/mock.out and $3/mock.err; sets mock_pid and mock_port (an OS-chosen port read
+# from its start-up line).
+start_mock() {
+    local bin=$1 cpus=${2:-0-$(($(nproc --all) - 1))} dir=$3 i
+    taskset -c "$cpus" "$bin" --listen 127.0.0.1:0 --ca-out "$dir/ca.pem" \
+        >"$dir/mock.out" 2>"$dir/mock.err" &
+    mock_pid=$!
+    started_pids+=("$mock_pid")
+    mock_port=""
+    for ((i = 0; i < 100; i++)); do
+        mock_port=$(sed -n 's|^kwikid-mock listening on https://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$dir/mock.out")
+        [ -n "$mock_port" ] && return 0
+        kill -0 "$mock_pid" 2>/dev/null || { cat "$dir/mock.err" >&2; die "kwikid-mock exited"; }
+        sleep 0.1
+    done
+    die "kwikid-mock did not say where it listens"
+}
+
+# A random token for one run, never written to the repository.
+random_token() {
+    echo "bench-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+}
