@@ -40,6 +40,39 @@ async fn upstream_down_then_back() {
     assert!(gw.stderr.text().contains("upstream request failed"));
 }
 
+/// KwikID closed the pooled connection while it was idle (a restart, an idle timeout): the
+/// next request notices before sending and goes out on a fresh connection, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_the_upstream_closed_is_not_used() {
+    let mut upstream = Upstream::start().await;
+    let gw = Gateway::start(&upstream.config("[log]\nlevel = \"trace\"\n"));
+    assert_eq!(init(gw.addr, "{}").await.status, 200);
+    // Every open connection is closed, and a new KwikID listens at the same address.
+    upstream.down().await;
+    upstream.up().await;
+    for _ in 0..3 {
+        let answer = init(gw.addr, "{}").await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    assert_eq!(
+        upstream.mock().received().len(),
+        3,
+        "each request sent once"
+    );
+    let stderr = gw.stderr.text();
+    assert_eq!(
+        stderr.matches("upstream connection opened").count(),
+        2,
+        "one connection before the restart, one after: {stderr}"
+    );
+    gw.access_line(4);
+    assert!(
+        gw.access_log()
+            .iter()
+            .all(|l| l["status"] == 200 && l["outcome"] == "forwarded")
+    );
+}
+
 /// Slower than request_timeout: 504 upstream_timeout, on time; then 200 once it is fast again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_gets_504_then_recovers() {
