@@ -19,7 +19,7 @@
 //! - [`rate_limit`]  per-caller and global buckets, upstream 429 hold, Redis fall-back
 //! - [`shared_limits`] the same buckets shared by every replica through Redis
 //! - [`forward`]     header sanitising and the upstream request
-//! - [`upstream`]    the pooled rustls client
+//! - [`upstream`]    the pool of HTTPS connections to KwikID, each driven by the request holding it
 //! - [`access_log`]  one JSON line per request; the scrubbing lives here
 //! - [`error`]       every answer the gateway makes itself
 //! - [`logging`]     operational logs on stderr
