@@ -32,19 +32,10 @@ bench_name=chaos
 # shellcheck source=benches/lib.sh
 source "$here/lib.sh"
 
-for tool in cargo oha curl openssl python3 awk; do
-    command -v "$tool" >/dev/null || die "$tool not found (see benches/install.sh)"
-done
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-say "building: cargo build --release --locked --bins"
-(cd "$repo" && cargo build --release --locked --bins) >&2
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
-gateway_bin=$target_dir/release/kwikid-gateway
-mock_bin=$target_dir/release/kwikid-mock
-
-work=$(mktemp -d /tmp/kwikid-chaos.XXXXXX)
-chmod 711 "$work"
+need_tools cargo oha curl openssl python3 awk
+raise_fd_limit
+build_release
+make_work_dir chaos
 cleanup() {
     stop_started
     if [ "$KEEP_WORKDIR" = 1 ]; then say "work dir kept: $work"; else rm -rf "$work"; fi

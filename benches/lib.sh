@@ -4,6 +4,7 @@
 #   bench_name=soak; source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 #
 # Every process a script starts goes in started_pids; stop_pid and stop_started end them.
+# Callers set `here` (benches/) and `repo` (its parent) before sourcing.
 
 started_pids=()
 
@@ -76,4 +77,32 @@ start_mock() {
 # A random token for one run, never written to the repository.
 random_token() {
     echo "bench-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+}
+
+# Dies naming the first of the given commands that is missing.
+need_tools() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || die "$tool not found; run: bash benches/install.sh"
+    done
+}
+
+# Builds the release binaries; sets gateway_bin (GATEWAY_BIN wins, to measure another build)
+# and mock_bin.
+build_release() {
+    say "building: cargo build --release --locked --bins"
+    (cd "$repo" && cargo build --release --locked --bins) >&2
+    local target_dir=${CARGO_TARGET_DIR:-$repo/target}
+    gateway_bin=${GATEWAY_BIN:-$target_dir/release/kwikid-gateway}
+    mock_bin=$target_dir/release/kwikid-mock
+    [ -x "$gateway_bin" ] && [ -x "$mock_bin" ] || die "release binaries missing under $target_dir"
+}
+
+# Enough descriptors for 1,000+ idle callers and the upstream pool.
+raise_fd_limit() { ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; }
+
+# A private work dir for one run (/tmp/kwikid-$1.XXXXXX); sets work.
+make_work_dir() {
+    work=$(mktemp -d "/tmp/kwikid-$1.XXXXXX")
+    chmod 711 "$work"
 }

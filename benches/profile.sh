@@ -20,20 +20,19 @@ repo=$(cd "$here/.." && pwd)
 out=${PROFILE_DIR:-/tmp/kwikid-profile}
 mkdir -p "$out"
 chmod 700 "$out"
-ulimit -n 65536 2>/dev/null || true
 
 bench_name=profile
 # shellcheck source=benches/lib.sh
 source "$here/lib.sh"
 
-(cd "$repo" && cargo build --release --locked --bins) >&2
-bin=${CARGO_TARGET_DIR:-$repo/target}/release
+raise_fd_limit
+build_release
 
 trap stop_started EXIT
 
 KWIKID_API_TOKEN=$(random_token)
 export KWIKID_API_TOKEN
-start_mock "$bin/kwikid-mock" "$LOAD_CPU" "$out"
+start_mock "$mock_bin" "$LOAD_CPU" "$out"
 port=$(free_port)
 cat >"$out/gateway.toml" <<EOF
 [listen]
@@ -53,7 +52,7 @@ EOF
 
 case $TOOL in
     perf)
-        taskset -c "$PROXY_CPU" "$bin/kwikid-gateway" --config "$out/gateway.toml" >"$out/access.log" 2>"$out/gateway.err" &
+        taskset -c "$PROXY_CPU" "$gateway_bin" --config "$out/gateway.toml" >"$out/access.log" 2>"$out/gateway.err" &
         gw=$!
         started_pids+=("$gw")
         wait_port "$port" "$gw" || die "the gateway did not start; see $out/gateway.err"
@@ -68,7 +67,7 @@ case $TOOL in
         ;;
     callgrind)
         taskset -c "$PROXY_CPU" valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
-            "$bin/kwikid-gateway" --config "$out/gateway.toml" >"$out/access.log" 2>"$out/gateway.err" &
+            "$gateway_bin" --config "$out/gateway.toml" >"$out/access.log" 2>"$out/gateway.err" &
         gw=$!
         started_pids+=("$gw")
         wait_port "$port" "$gw" 120 || die "the gateway did not start under valgrind; see $out/gateway.err"

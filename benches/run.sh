@@ -50,9 +50,7 @@ for who in "${contenders[@]}"; do
 done
 tools=(cargo nginx wrk oha python3 taskset timeout awk sed)
 [ "$want_redis" = 0 ] || tools+=(redis-server)
-for tool in "${tools[@]}"; do
-    command -v "$tool" >/dev/null || die "$tool not found; run: bash benches/install.sh"
-done
+need_tools "${tools[@]}"
 [ "$(nproc --all)" -ge 2 ] || die "needs at least 2 CPUs (proxy on one, load + mock on another)"
 # CPU lists as taskset -c takes them: 0 | 0,1 | 0-3 | 0,2-3.
 cpu_count() {
@@ -70,21 +68,13 @@ for list in "$PROXY_CPU" "$LOAD_CPU"; do
     taskset -c "$list" true 2>/dev/null || die "cannot pin to CPUs $list (taskset -c $list)"
 done
 proxy_cpus=$(cpu_count "$PROXY_CPU")
-# 1,000 idle callers plus upstream connections need more than the usual 1024 descriptors.
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+raise_fd_limit
 clk_tck=$(getconf CLK_TCK)
 
-say "building: cargo build --release --locked"
-(cd "$repo" && cargo build --release --locked --bins) >&2
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
 # GATEWAY_BIN=/path/to/kwikid-gateway measures another build (say, the last release) with
 # this checkout's mock and configs: an A/B of two builds is two runs on a quiet machine.
-gateway_bin=${GATEWAY_BIN:-$target_dir/release/kwikid-gateway}
-mock_bin=$target_dir/release/kwikid-mock
-if [ ! -x "$gateway_bin" ] || [ ! -x "$mock_bin" ]; then die "release binaries missing under $target_dir"; fi
-
-work=$(mktemp -d /tmp/kwikid-bench.XXXXXX)
-chmod 711 "$work"
+build_release
+make_work_dir bench
 results=$work/results.tsv
 : >"$results"
 

@@ -45,19 +45,10 @@ bench_name=soak
 # shellcheck source=benches/lib.sh
 source "$here/lib.sh"
 
-for tool in cargo oha wrk curl python3 awk; do
-    command -v "$tool" >/dev/null || die "$tool not found (see benches/install.sh)"
-done
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-say "building: cargo build --release --locked --bins"
-(cd "$repo" && cargo build --release --locked --bins) >&2
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
-gateway_bin=$target_dir/release/kwikid-gateway
-mock_bin=$target_dir/release/kwikid-mock
-
-work=$(mktemp -d /tmp/kwikid-soak.XXXXXX)
-chmod 711 "$work"
+need_tools cargo oha wrk curl python3 awk
+raise_fd_limit
+build_release
+make_work_dir soak
 sampler_pid=""
 cleanup() {
     [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
