@@ -60,11 +60,9 @@ export KWIKID_API_TOKEN=$token
 mock_port=$(free_port)
 mock_pid=""
 start_fixed_mock() {
-    "$mock_bin" --listen "127.0.0.1:$mock_port" --cert "$work/leaf.pem" --key "$work/leaf.key" \
-        >>"$work/mock.out" 2>>"$work/mock.err" &
-    mock_pid=$!
-    started_pids+=("$mock_pid")
-    wait_port "$mock_port" "$mock_pid" || { cat "$work/mock.err" >&2; die "kwikid-mock did not start"; }
+    start_server "" "$work/mock.out" "$work/mock.err" "$mock_port" 10 \
+        "$mock_bin" --listen "127.0.0.1:$mock_port" --cert "$work/leaf.pem" --key "$work/leaf.key"
+    mock_pid=$server_pid
 }
 kill_mock() {
     kill -"$KILL_SIGNAL" "$mock_pid" 2>/dev/null || true
@@ -96,10 +94,9 @@ per_caller = { per_second = 1000000, burst = 1000000 }
 [log]
 level = "warn"
 EOF
-"$gateway_bin" --config "$work/gateway.toml" >"$work/access.log" 2>"$work/gateway.err" &
-gw_pid=$!
-started_pids+=("$gw_pid")
-wait_port "$gateway_port" "$gw_pid" || { cat "$work/gateway.err" >&2; die "gateway did not start"; }
+start_server "" "$work/access.log" "$work/gateway.err" "$gateway_port" 10 \
+    "$gateway_bin" --config "$work/gateway.toml"
+gw_pid=$server_pid
 url="http://127.0.0.1:$gateway_port$ROUTE"
 
 # One request: prints "status gateway-error-code" (code "-" when absent).

@@ -60,11 +60,7 @@ env = "KWIKID_API_TOKEN"
 global = { per_second = 1000000, burst = 1000000 }
 per_caller = { per_second = 1000000, burst = 1000000 }
 EOF
-mkdir -p "$work/nginx/tmp"
-sed -e "s|@DIR@|$work/nginx|g" -e "s|@PORT@|$port|g" -e "s|@MOCK_PORT@|$mock_port|g" \
-    -e "s|@CA@|$work/ca.pem|g" -e "s|@TOKEN@|$token|g" \
-    "$here/nginx.conf.template" >"$work/nginx/nginx.conf"
-chmod 600 "$work/nginx/nginx.conf"
+write_nginx_conf "$work/nginx" "$port" "$mock_port" "$work/ca.pem" "$token"
 
 # $1 = requests; fails unless every answer is 200, except in a warm-up ($2 = warm-up), where
 # an instrumented proxy's first upstream handshakes may be slow enough for a 504.
@@ -87,23 +83,15 @@ PY
 # serves (nginx: its worker when a master runs).
 start_proxy() {
     if [ "$who" = gateway ]; then
-        taskset -c "$PROXY_CPU" "$@" "$gateway_bin" --config "$work/gateway.toml" >"$work/access.log" 2>>"$work/proxy.err" &
+        start_server "$PROXY_CPU" "$work/access.log" "$work/proxy.err" "$port" 120 \
+            "$@" "$gateway_bin" --config "$work/gateway.toml"
     else
-        taskset -c "$PROXY_CPU" "$@" nginx -p "$work/nginx/" -e "$work/nginx/error.log" \
-            -c "$work/nginx/nginx.conf" -g 'daemon off;' 2>>"$work/proxy.err" &
+        start_server "$PROXY_CPU" /dev/null "$work/proxy.err" "$port" 120 \
+            "$@" nginx -p "$work/nginx/" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" -g 'daemon off;'
     fi
-    proxy_pid=$!
-    started_pids+=("$proxy_pid")
-    wait_port "$port" "$proxy_pid" 120 || die "$who did not start; see $work/proxy.err"
+    proxy_pid=$server_pid
     if [ "$who" = nginx ] && grep -q '^master_process on;' "$work/nginx/nginx.conf"; then
-        local worker="" i
-        for ((i = 0; i < 50; i++)); do
-            worker=$(awk '{print $1}' "/proc/$proxy_pid/task/$proxy_pid/children" 2>/dev/null || true)
-            [ -n "$worker" ] && break
-            sleep 0.1
-        done
-        [ -n "$worker" ] || die "no nginx worker"
-        serving_pid=$worker
+        serving_pid=$(nginx_worker "$proxy_pid")
     else
         serving_pid=$proxy_pid
     fi

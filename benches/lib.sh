@@ -106,3 +106,37 @@ make_work_dir() {
     work=$(mktemp -d "/tmp/kwikid-$1.XXXXXX")
     chmod 711 "$work"
 }
+
+# Runs "$@" on CPUs $1 (empty: any) in the background, stdout appended to $2 and stderr to
+# $3, and waits up to $5 s until 127.0.0.1:$4 accepts; sets server_pid. Dies, showing the end
+# of $3, when it does not.
+start_server() {
+    local cpus=${1:-0-$(($(nproc --all) - 1))} out=$2 err=$3 port=$4 wait=$5
+    shift 5
+    taskset -c "$cpus" "$@" >>"$out" 2>>"$err" &
+    server_pid=$!
+    started_pids+=("$server_pid")
+    wait_port "$port" "$server_pid" "$wait" || { tail -5 "$err" >&2; die "$1 did not start on :$port"; }
+}
+
+# nginx.conf for the side-by-side job in $1 (with $1/tmp): listening on $2, in front of the
+# mock on $3 (trusting the CA in $4), injecting token $5. Readable by its owner only: it
+# holds the token.
+write_nginx_conf() {
+    local dir=$1 port=$2 upstream_port=$3 ca=$4 secret=$5
+    mkdir -p "$dir/tmp"
+    sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$port|g" -e "s|@MOCK_PORT@|$upstream_port|g" \
+        -e "s|@CA@|$ca|g" -e "s|@TOKEN@|$secret|g" "$here/nginx.conf.template" >"$dir/nginx.conf"
+    chmod 600 "$dir/nginx.conf"
+}
+
+# Prints the PID of the (one) worker of nginx master $1.
+nginx_worker() {
+    local worker="" i
+    for ((i = 0; i < 50; i++)); do
+        worker=$(awk '{print $1}' "/proc/$1/task/$1/children" 2>/dev/null || true)
+        [ -n "$worker" ] && { echo "$worker"; return 0; }
+        sleep 0.1
+    done
+    die "no nginx worker"
+}

@@ -51,11 +51,18 @@ level = "warn"
 EOF
 
 case $TOOL in
+    perf) under=() ;;
+    callgrind) under=(valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out") ;;
+    *) die "TOOL is perf or callgrind" ;;
+esac
+: >"$out/access.log"
+: >"$out/gateway.err"
+start_server "$PROXY_CPU" "$out/access.log" "$out/gateway.err" "$port" 120 \
+    "${under[@]}" "$gateway_bin" --config "$out/gateway.toml"
+gw=$server_pid
+
+case $TOOL in
     perf)
-        taskset -c "$PROXY_CPU" "$gateway_bin" --config "$out/gateway.toml" >"$out/access.log" 2>"$out/gateway.err" &
-        gw=$!
-        started_pids+=("$gw")
-        wait_port "$port" "$gw" || die "the gateway did not start; see $out/gateway.err"
         taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s -s "$here/post.lua" "http://127.0.0.1:$port/verification/v2/digilocker/init" >/dev/null
         taskset -c "$LOAD_CPU" perf record -e cpu-clock -F 1999 --call-graph dwarf,16384 -p "$gw" -o "$out/perf.data" \
             -- sleep "$SECONDS_" 2>"$out/perf.err" &
@@ -66,16 +73,10 @@ case $TOOL in
         perf report -i "$out/perf.data" --children --sort symbol --stdio --percent-limit 2 -g none >"$out/report-children.txt" 2>/dev/null
         ;;
     callgrind)
-        taskset -c "$PROXY_CPU" valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
-            "$gateway_bin" --config "$out/gateway.toml" >"$out/access.log" 2>"$out/gateway.err" &
-        gw=$!
-        started_pids+=("$gw")
-        wait_port "$port" "$gw" 120 || die "the gateway did not start under valgrind; see $out/gateway.err"
         taskset -c "$LOAD_CPU" wrk -t1 -c8 -d"${SECONDS_}s" -s "$here/post.lua" "http://127.0.0.1:$port/verification/v2/digilocker/init" | tee "$out/wrk.txt"
         stop_pid "$gw"
         callgrind_annotate --inclusive=no "$out/callgrind.out" >"$out/report.txt" 2>/dev/null
         callgrind_annotate --inclusive=yes "$out/callgrind.out" >"$out/report-children.txt" 2>/dev/null
         ;;
-    *) die "TOOL is perf or callgrind" ;;
 esac
 echo "profile: $out/report.txt (self) and $out/report-children.txt (inclusive)" >&2

@@ -188,12 +188,10 @@ fi
 # $1 = config, $2 = name for the log files.
 start_gateway() {
     local config=${1:-$work/gateway.toml} name=${2:-gateway}
-    taskset -c "$PROXY_CPU" "$gateway_bin" --config "$config" \
-        >>"$work/$name-access.log" 2>>"$work/$name.err" &
-    proxy_pid=$!
-    started_pids+=("$proxy_pid")
+    start_server "$PROXY_CPU" "$work/$name-access.log" "$work/$name.err" "$gateway_port" 10 \
+        "$gateway_bin" --config "$config"
+    proxy_pid=$server_pid
     proxy_port=$gateway_port
-    wait_port "$proxy_port" "$proxy_pid" || { tail -5 "$work/$name.err" >&2; die "$name did not start"; }
     cpu_pids=("$proxy_pid")
     rss_pid=$proxy_pid
 }
@@ -247,28 +245,17 @@ check_redis() {
 
 # ---------------------------------------------------------------------------- contender B
 nginx_port=$(free_port)
-mkdir -p "$work/nginx/tmp"
-sed -e "s|@DIR@|$work/nginx|g" -e "s|@PORT@|$nginx_port|g" -e "s|@MOCK_PORT@|$mock_port|g" \
-    -e "s|@CA@|$work/ca.pem|g" -e "s|@TOKEN@|$token|g" \
-    "$here/nginx.conf.template" >"$work/nginx/nginx.conf"
-chmod 600 "$work/nginx/nginx.conf"
+write_nginx_conf "$work/nginx" "$nginx_port" "$mock_port" "$work/ca.pem" "$token"
 nginx -t -q -p "$work/nginx/" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" \
     || die "nginx config rejected"
 
 start_nginx() {
-    taskset -c "$PROXY_CPU" nginx -p "$work/nginx/" -e "$work/nginx/error.log" \
-        -c "$work/nginx/nginx.conf" -g 'daemon off;' 2>>"$work/nginx/stderr" &
-    proxy_pid=$!
-    started_pids+=("$proxy_pid")
+    start_server "$PROXY_CPU" /dev/null "$work/nginx/stderr" "$nginx_port" 10 \
+        nginx -p "$work/nginx/" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" -g 'daemon off;'
+    proxy_pid=$server_pid
     proxy_port=$nginx_port
-    wait_port "$proxy_port" "$proxy_pid" || { tail -5 "$work/nginx/error.log" >&2; die "nginx did not start"; }
-    local worker=""
-    for ((i = 0; i < 50; i++)); do
-        worker=$(awk '{print $1}' "/proc/$proxy_pid/task/$proxy_pid/children" 2>/dev/null || true)
-        [ -n "$worker" ] && break
-        sleep 0.1
-    done
-    [ -n "$worker" ] || die "no nginx worker"
+    local worker
+    worker=$(nginx_worker "$proxy_pid")
     cpu_pids=("$proxy_pid" "$worker")
     rss_pid=$worker
 }

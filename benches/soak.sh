@@ -98,10 +98,9 @@ per_caller = { per_second = 1000000, burst = 1000000 }
 [log]
 level = "warn"
 EOF
-"$gateway_bin" --config "$work/gateway.toml" >"$ACCESS_LOG" 2>"$work/gateway.err" &
-gw_pid=$!
-started_pids+=("$gw_pid")
-wait_port "$gateway_port" "$gw_pid" || { cat "$work/gateway.err" >&2; die "gateway did not start"; }
+start_server "" "$ACCESS_LOG" "$work/gateway.err" "$gateway_port" 10 \
+    "$gateway_bin" --config "$work/gateway.toml"
+gw_pid=$server_pid
 url="http://127.0.0.1:$gateway_port$ROUTE"
 say "gateway pid $gw_pid on :$gateway_port (admin :$admin_port), mock pid $mock_pid on :$mock_port"
 
