@@ -99,6 +99,9 @@ cpu_ticks() {
     echo "$total"
 }
 
+# CPU microseconds per request: $1 clock ticks spent over $2 requests.
+us_per_request() { awk -v t="$1" -v hz="$clk_tck" -v n="$2" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }'; }
+
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; }
@@ -285,8 +288,7 @@ invalid=0
 # redis-server's utime + stime per request over a phase: not the proxy's CPU, reported apart.
 # $1 = round, $2 = metric, $3 = ticks before, $4 = requests.
 record_redis_cpu() {
-    record "$1" gateway_redis "$2" "$(awk -v t=$(($(cpu_ticks "$redis_pid") - $3)) -v hz="$clk_tck" \
-        -v n="$4" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+    record "$1" gateway_redis "$2" "$(us_per_request $(($(cpu_ticks "$redis_pid") - $3)) "$4")"
 }
 
 # Measures one contender in one round; $1 = floor | gateway | gateway_redis | nginx.
@@ -329,8 +331,7 @@ measure() {
         grep '^BENCH first_non200' "$log.wrk" >&2 || true
     fi
     if [ "$who" != floor ]; then
-        record "$round" "$who" cpu_us_max "$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$requests" \
-            'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+        record "$round" "$who" cpu_us_max "$(us_per_request $((after - before)) "$requests")"
     fi
     if [ "$who" = gateway_redis ]; then
         record_redis_cpu "$round" redis_cpu_us_max "$redis_before" "$requests"
@@ -365,8 +366,7 @@ PY
         say "INVALID: $who at $RATE req/s: $o_non200 non-200, $o_errors errors (see $log.oha.json)"
     fi
     if [ "$who" != floor ]; then
-        record "$round" "$who" cpu_us_rate "$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$total" \
-            'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+        record "$round" "$who" cpu_us_rate "$(us_per_request $((after - before)) "$total")"
         if [ "$who" = gateway_redis ]; then
             record_redis_cpu "$round" redis_cpu_us_rate "$redis_before" "$total"
             check_redis "$round" "$RATE req/s"
