@@ -10,6 +10,7 @@
 #   bash benches/count.sh gateway [REQUESTS]    # default 5000, after 1000 not counted
 #   bash benches/count.sh nginx [REQUESTS]      # nginx with benches/nginx.conf.template
 #   GATEWAY_BIN=/path/to/kwikid-gateway bash benches/count.sh gateway
+#   KEEP_PROFILE=/tmp/gw.callgrind bash benches/count.sh gateway   # keep callgrind's profile
 #
 # The load is oha with 64 connections (REQUESTS in all), on LOAD_CPU with the mock; the proxy
 # runs on PROXY_CPU. Needs: bash benches/install.sh, valgrind, and linux-perf for the
@@ -130,3 +131,7 @@ done
 [ -n "$dump" ] || die "callgrind wrote no dump"
 total=$(awk '/^totals:/ { print $2; exit }' "$dump")
 echo "instructions per request: $((total / requests))"
+if [ -n "${KEEP_PROFILE:-}" ]; then
+    cp "$dump" "$KEEP_PROFILE"
+    say "callgrind profile kept in $KEEP_PROFILE (callgrind_annotate --inclusive=yes $KEEP_PROFILE)"
+fi

@@ -1,29 +1,10 @@
-//! The request body: read with a limit while it streams, then checked as DigiLocker init JSON.
+//! The request body, once read (see [`crate::connection`]), checked as DigiLocker init JSON.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::{Body, Incoming};
 use serde::Deserialize;
 
 use crate::error::Reject;
-
-/// Reads the whole body, refusing it as soon as it passes `max` bytes (chunked or not) and
-/// when it has not arrived within `deadline`.
-pub async fn read_limited(body: Incoming, max: usize, deadline: Duration) -> Result<Bytes, Reject> {
-    // hyper sets the size hint from Content-Length: refuse before reading a byte.
-    if body.size_hint().lower() > max as u64 {
-        return Err(Reject::BodyTooLarge);
-    }
-    match tokio::time::timeout(deadline, Limited::new(body, max).collect()).await {
-        Err(_) => Err(Reject::BodyTimeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Reject::BodyTooLarge),
-        Ok(Err(_)) => Err(Reject::InvalidBody("The request body could not be read.")),
-    }
-}
 
 /// The fields of a DigiLocker init body that the gateway looks at. Other keys pass through.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]

@@ -11,10 +11,12 @@
 //! - [`config`]      raw TOML → validated [`config::Config`], one-line errors naming the key
 //! - [`secret`]      the token: redacting, zeroized, fingerprinted, swappable on reload
 //! - [`server`]      accept loop, connection cap, TLS / mTLS, graceful drain
+//! - `connection`    one caller connection: HTTP/1.1 requests in, answers out
+//! - `wire`          HTTP/1.1 framing both sides share: lengths, chunks, heads
 //! - [`stack`]       the request pipeline, one step per line
 //! - [`trusted`]     caller allow-list and caller identity
 //! - [`route`]       path hygiene and the exact route allowlist
-//! - [`body`]        streaming size limit and JSON validation
+//! - [`body`]        JSON validation of the body
 //! - [`policy`]      `callback_url` host policy
 //! - [`rate_limit`]  per-caller and global buckets, upstream 429 hold, Redis fall-back
 //! - [`shared_limits`] the same buckets shared by every replica through Redis
@@ -34,6 +36,7 @@ pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod config;
+mod connection;
 pub mod demo;
 pub mod error;
 pub mod forward;
@@ -51,5 +54,6 @@ pub mod stack;
 pub mod tls;
 pub mod trusted;
 pub mod upstream;
+mod wire;
 
 pub use server::{Gateway, serve};

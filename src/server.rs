@@ -1,19 +1,14 @@
-//! The proxy listener: accept loop, connection cap, optional TLS / mTLS, HTTP/1 settings,
-//! graceful drain.
+//! The proxy listener: accept loop, connection cap, optional TLS / mTLS, graceful drain.
+//! What happens on a connection once it is accepted is [`crate::connection`]'s.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hyper::rt::{Read, Write};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessLog;
@@ -53,7 +48,7 @@ impl Gateway {
         Ok(Arc::new(Self {
             token: TokenStore::new(token),
             limits,
-            upstream: Upstream::new(&config.upstream, &config.routes).map_err(SetupError::Tls)?,
+            upstream: Upstream::new(&config.upstream).map_err(SetupError::Tls)?,
             access_log,
             metrics,
             ready: AtomicBool::new(false),
@@ -92,7 +87,8 @@ pub async fn serve(
     // A permit per connection, taken *before* accept: past the cap, callers wait in the
     // kernel's backlog instead of being accepted and starved.
     let slots = Arc::new(Semaphore::new(listen.max_connections));
-    let graceful = GracefulShutdown::new();
+    // Wakes every idle connection once draining starts, so it closes instead of waiting.
+    let drain = Arc::new(Notify::new());
     let tls = listen
         .tls
         .as_ref()
@@ -119,24 +115,28 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let gateway = gateway.clone();
-        let watcher = graceful.watcher();
+        let drained = drain.clone().notified_owned();
         let tls = tls.clone();
         tokio::spawn(async move {
-            connection(stream, addr, tls, gateway, watcher).await;
+            connection(stream, addr, tls, gateway, drained).await;
             drop(permit);
         });
     }
 
+    // Connections finishing a request see this and close after its answer.
     gateway.ready.store(false, Ordering::Release);
+    drain.notify_waiters();
     drop(listener);
     pruner.abort();
     let grace = gateway.config.listen.shutdown_grace;
+    let all = u32::try_from(listen.max_connections).unwrap_or(u32::MAX);
     tracing::info!(
         grace_secs = grace.as_secs_f64(),
-        connections = graceful.count(),
+        connections = listen.max_connections - slots.available_permits(),
         "draining: no new connections, finishing in-flight requests"
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
+    // Every connection holds a permit until it ends: all permits back means all done.
+    if tokio::time::timeout(grace, slots.acquire_many(all))
         .await
         .is_err()
     {
@@ -154,16 +154,16 @@ async fn prune_forever(gateway: Arc<Gateway>) {
     }
 }
 
-/// One caller connection: the TLS handshake if configured (bounded by `header_read_timeout`,
-/// which hyper does not cover), then HTTP/1 until it closes. The TLS path is boxed so that a
-/// plain connection's task is not sized for a TLS session: idle keep-alive connections are
-/// what most of the gateway's memory holds.
+/// One caller connection: the TLS handshake if configured (bounded by `header_read_timeout`),
+/// then HTTP/1.1 until it closes. The TLS path is boxed so that a plain connection's task is
+/// not sized for a TLS session: idle keep-alive connections are what most of the gateway's
+/// memory holds.
 async fn connection(
     stream: TcpStream,
     addr: std::net::SocketAddr,
     tls: Option<TlsAcceptor>,
     gateway: Arc<Gateway>,
-    watcher: Watcher,
+    drained: OwnedNotified,
 ) {
     let _ = stream.set_nodelay(true);
     let listen = &gateway.config.listen;
@@ -174,10 +174,10 @@ async fn connection(
             trusted: in_cidrs,
             certificate_name: None,
         };
-        return serve_http(TokioIo::new(stream), peer, gateway, watcher).await;
+        return crate::connection::serve(stream, peer, gateway, drained).await;
     };
     Box::pin(serve_tls(
-        stream, addr, in_cidrs, acceptor, gateway, watcher,
+        stream, addr, in_cidrs, acceptor, gateway, drained,
     ))
     .await;
 }
@@ -188,7 +188,7 @@ async fn serve_tls(
     in_cidrs: bool,
     acceptor: TlsAcceptor,
     gateway: Arc<Gateway>,
-    watcher: Watcher,
+    drained: OwnedNotified,
 ) {
     let listen = &gateway.config.listen;
     let Ok(Ok(stream)) =
@@ -213,32 +213,7 @@ async fn serve_tls(
         trusted: in_cidrs && (!mutual || certificate_name.is_some()),
         certificate_name,
     };
-    serve_http(TokioIo::new(stream), peer, gateway, watcher).await;
-}
-
-async fn serve_http<I>(io: I, peer: Peer, gateway: Arc<Gateway>, watcher: Watcher)
-where
-    I: Read + Write + Unpin + Send + 'static,
-{
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(gateway.config.listen.header_read_timeout)
-        // A DigiLocker init needs a few hundred bytes of head. Past 64 headers or 16 KiB of
-        // head (HAProxy's default), the caller gets 431 and the connection is closed.
-        .max_headers(64)
-        .max_header_size(16 * 1024)
-        .keep_alive(true);
-    // hyper keeps one slot per connection sized for the service's future, for the
-    // connection's whole life. Boxing the request's future keeps that slot a pointer, so an
-    // idle keep-alive connection does not hold a request-sized block of memory.
-    let service = service_fn(move |req| {
-        let gateway = gateway.clone();
-        let peer = peer.clone();
-        let handled: Pin<Box<dyn Future<Output = _> + Send>> =
-            Box::pin(async move { Ok::<_, Infallible>(gateway.handle(req, &peer).await) });
-        handled
-    });
-    let _ = watcher.watch(http.serve_connection(io, service)).await;
+    crate::connection::serve(stream, peer, gateway, drained).await;
 }
 
 /// A future that resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when

@@ -4,17 +4,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::access_log::{self, AccessRecord};
+use crate::connection::{Caller, Inbox};
 use crate::error::Reject;
 use crate::server::Gateway;
-use crate::{body, forward, rate_limit, route, trusted};
+use crate::upstream::{Answer, Outgoing};
+use crate::{body, forward, rate_limit, route, trusted, wire};
 
 const X_REQUEST_ID: &str = "x-request-id";
 
@@ -42,14 +42,14 @@ struct Trail {
 }
 
 /// One request, from its head to its access-log line. Dropped before it was answered (the
-/// caller went away, so hyper dropped the handler), it still records the request, as
-/// status 499 `client_closed`, the way nginx does: no request leaves no trace.
+/// caller went away), it still records the request, as status 499 `client_closed`, the way
+/// nginx does: no request leaves no trace.
 struct Exchange<'g> {
     gateway: &'g Gateway,
     started: Instant,
-    request_id: HeaderValue,
+    request_id: String,
     caller: String,
-    method: http::Method,
+    method: Option<http::Method>,
     path: String,
     peer: SocketAddr,
     trail: Trail,
@@ -74,10 +74,10 @@ impl Exchange<'_> {
             .unwrap_or_else(|| gateway.token.current());
         gateway.access_log.write(
             &AccessRecord {
-                request_id: self.request_id.to_str().unwrap_or_default(),
+                request_id: &self.request_id,
                 caller: &self.caller,
                 peer: self.peer,
-                method: self.method.as_str(),
+                method: self.method.as_ref().map_or("", http::Method::as_str),
                 path: &self.path,
                 status,
                 upstream_status: self.trail.upstream_status,
@@ -101,89 +101,138 @@ impl Drop for Exchange<'_> {
     }
 }
 
+/// How a request the pipeline let through was answered.
+struct Answered {
+    status: u16,
+    bytes_out: usize,
+    /// The answer says `connection: close`.
+    closing: bool,
+}
+
+/// Why the pipeline stopped before KwikID answered.
+enum Stop {
+    Refused(Reject),
+    /// The caller closed its connection: nobody is left to answer.
+    CallerLeft,
+}
+
+impl From<Reject> for Stop {
+    fn from(reject: Reject) -> Self {
+        Self::Refused(reject)
+    }
+}
+
 impl Gateway {
-    /// Answers one request, records it, and never fails: every refusal is a response.
-    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<Full<Bytes>> {
+    /// Answers the request whose head `conn` has just read, leaving the whole answer in
+    /// `conn.out`, and records it. `None`: the caller left before it could be answered.
+    pub(crate) async fn handle<S>(&self, conn: &mut Caller<S>, peer: &Peer) -> Option<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let _in_flight = self.metrics.in_flight();
+        let inbox = &conn.inbox;
+        let caller_header = self.config.rate_limit.caller_header.as_str().as_bytes();
         let mut exchange = Exchange {
             gateway: self,
             started: Instant::now(),
-            request_id: request_id(req.headers().get(X_REQUEST_ID)),
+            request_id: request_id(inbox.header(X_REQUEST_ID.as_bytes())),
             caller: match &peer.certificate_name {
                 Some(name) => name.to_string(),
-                None => trusted::caller_name(
-                    req.headers(),
-                    &self.config.rate_limit.caller_header,
-                    peer.addr,
-                ),
+                None => trusted::caller_name(inbox.header(caller_header), peer.addr),
             },
-            method: req.method().clone(),
-            path: req.uri().path().to_owned(),
+            method: http::Method::from_bytes(inbox.method().as_bytes()).ok(),
+            path: route::split_target(inbox.target()).0.to_owned(),
             peer: peer.addr,
             trail: Trail::default(),
             recorded: false,
         };
 
-        let (mut response, outcome) = match self.pipeline(req, peer, &mut exchange).await {
-            Ok(response) => (response, "forwarded"),
-            Err(reject) => {
-                let code = reject.code();
-                (reject.into_response(), code)
+        let (status, outcome, bytes_out) = match self.pipeline(conn, peer, &mut exchange).await {
+            Ok(answered) => {
+                conn.inbox.must_close |= answered.closing;
+                (answered.status, "forwarded", answered.bytes_out)
             }
+            Err(Stop::Refused(reject)) => {
+                let closing = !conn.inbox.can_continue() || self.draining();
+                conn.inbox.must_close |= closing;
+                reject.render(&mut conn.out, Some(exchange.request_id.as_bytes()), closing);
+                (reject.status(), reject.code(), reject.body_len())
+            }
+            Err(Stop::CallerLeft) => return None,
         };
-        response
-            .headers_mut()
-            .insert(X_REQUEST_ID, exchange.request_id.clone());
-        let bytes_out = hyper::body::Body::size_hint(response.body())
-            .exact()
-            .unwrap_or(0) as usize;
-        exchange.record(response.status().as_u16(), outcome, bytes_out);
-        response
+        exchange.record(status, outcome, bytes_out);
+        Some(())
     }
 
-    async fn pipeline(
+    fn draining(&self) -> bool {
+        !self.ready.load(Ordering::Acquire)
+    }
+
+    async fn pipeline<S>(
         &self,
-        req: Request<Incoming>,
+        conn: &mut Caller<S>,
         peer: &Peer,
         exchange: &mut Exchange<'_>,
-    ) -> Result<Response<Full<Bytes>>, Reject> {
+    ) -> Result<Answered, Stop>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let config = &self.config;
-        let (caller, request_id, trail) = (
-            exchange.caller.as_str(),
-            &exchange.request_id,
-            &mut exchange.trail,
-        );
 
         // 1. Trust: the peer address, decided before anything the caller wrote is looked at.
         if !peer.trusted {
-            return Err(Reject::CallerNotAllowed);
+            return Err(Reject::CallerNotAllowed.into());
         }
 
         // 2. Route: exact method and path; absolute-form targets and CONNECT never match.
-        let matched = route::match_route(&config.routes, &req).map_err(|miss| match miss {
-            route::Miss::NoRoute => Reject::NoRoute,
-            route::Miss::MethodNotAllowed(allow) => Reject::MethodNotAllowed { allow },
-        })?;
-        trail.route = Some(matched);
+        let matched = route::match_route(&config.routes, conn.inbox.method(), conn.inbox.target())
+            .map_err(|miss| match miss {
+                route::Miss::NoRoute => Reject::NoRoute,
+                route::Miss::MethodNotAllowed(allow) => Reject::MethodNotAllowed { allow },
+            })?;
+        exchange.trail.route = Some(matched);
 
         // 3. Body: limited while it streams, so an oversized body is never buffered.
-        let (parts, incoming) = req.into_parts();
-        let body = body::read_limited(
-            incoming,
+        conn.read_body(
             config.listen.max_body_bytes,
             config.upstream.request_timeout,
         )
         .await?;
-        trail.bytes_in = body.len();
+        let closing = !conn.inbox.can_continue() || self.draining();
+        let Caller { io, inbox, out, .. } = conn;
+        let body = inbox.body();
+        exchange.trail.bytes_in = body.len();
 
         // 4. JSON: an object whose handshake_id / callback_url are strings or null.
-        let init = body::parse_init(&body)?;
-        trail.handshake_id = init.handshake_id.as_deref().map(str::to_owned);
+        let init = body::parse_init(body)?;
+        exchange.trail.handshake_id = init.handshake_id.as_deref().map(str::to_owned);
 
         // 5. Policy: where KwikID may send the user back to.
         if !config.policy.allows(init.callback_url.as_deref()) {
-            return Err(Reject::CallbackNotAllowed);
+            return Err(Reject::CallbackNotAllowed.into());
         }
+
+        // 6–8 wait on buckets and on KwikID; a caller that hangs up meanwhile ends them.
+        tokio::select! {
+            biased;
+            answered = self.limit_and_forward(inbox, out, exchange, closing) => answered,
+            () = io.closed() => Err(Stop::CallerLeft),
+        }
+    }
+
+    async fn limit_and_forward(
+        &self,
+        inbox: &Inbox,
+        out: &mut Vec<u8>,
+        exchange: &mut Exchange<'_>,
+        closing: bool,
+    ) -> Result<Answered, Stop> {
+        let config = &self.config;
+        let (caller, request_id, trail) = (
+            exchange.caller.as_str(),
+            exchange.request_id.as_str(),
+            &mut exchange.trail,
+        );
 
         // 6. Rate limits: the caller's share, then the account's ceiling.
         self.limits
@@ -199,23 +248,42 @@ impl Gateway {
 
         // 7. Forward: caller credentials and topology stripped, the token inserted, one
         //    deadline over the whole exchange.
-        let mut headers =
-            forward::request_headers(&parts.headers, &config.rate_limit.caller_header);
-        headers.insert(X_REQUEST_ID, request_id.clone());
+        let caller_header = &config.rate_limit.caller_header;
+        let forwarded_headers = |head: &mut Vec<u8>| {
+            for (name, value) in forward::request_headers(inbox.headers(), caller_header) {
+                wire::header(head, name, value);
+            }
+        };
+        let (path, query) = route::split_target(inbox.target());
         let token = self.token.current();
-        let logged_id = access_log::scrub(request_id.to_str().unwrap_or_default(), &token);
+        let request = Outgoing {
+            method: inbox.method(),
+            path,
+            query,
+            headers: &forwarded_headers,
+            request_id: request_id.as_bytes(),
+            authorization: &token.header,
+            body: inbox.body(),
+        };
+        let logged_id = access_log::scrub(request_id, &token);
         tracing::trace!(request_id = logged_id, "forwarding to KwikID");
         let sent = Instant::now();
+
+        // 8. Answer: KwikID's status, headers (less hop-by-hop) and body, unchanged.
         let answer = self
             .upstream
-            .send(
-                &parts.method,
-                parts.uri.path(),
-                parts.uri.query(),
-                headers,
-                &token.header,
-                body,
-            )
+            .send(&request, |answer| {
+                let closing = closing || self.draining();
+                write_answer(out, answer, request_id, closing, inbox.is_http10());
+                let hold = (answer.status == 429)
+                    .then(|| rate_limit::upstream_retry_after(answer.header(b"retry-after")));
+                let answered = Answered {
+                    status: answer.status,
+                    bytes_out: answer.body.len(),
+                    closing,
+                };
+                (answered, hold)
+            })
             .await;
         let upstream_time = sent.elapsed();
         trail.upstream_ms = Some(upstream_time.as_secs_f64() * 1000.0);
@@ -233,36 +301,59 @@ impl Gateway {
             }
         });
         trail.token = Some(token);
-        let answer = answer?;
-
-        // 8. Answer: KwikID's status, headers (less hop-by-hop) and body, unchanged.
-        let (mut parts, bytes) = answer.into_parts();
-        trail.upstream_status = Some(parts.status.as_u16());
-        if parts.status == http::StatusCode::TOO_MANY_REQUESTS {
-            let hold =
-                rate_limit::upstream_retry_after(parts.headers.get(http::header::RETRY_AFTER));
-            tracing::warn!(
-                hold_secs = hold.as_secs(),
-                "KwikID answered 429; holding the global bucket closed"
-            );
-            self.limits.hold_after_upstream_429(hold).await;
+        let (answered, hold) = answer?;
+        trail.upstream_status = Some(answered.status);
+        if let Some(hold) = hold {
+            self.hold_after_429(hold).await;
         }
-        forward::strip_response_headers(&mut parts.headers);
-        Ok(Response::from_parts(parts, Full::new(bytes)))
+        Ok(answered)
+    }
+
+    async fn hold_after_429(&self, hold: Duration) {
+        tracing::warn!(
+            hold_secs = hold.as_secs(),
+            "KwikID answered 429; holding the global bucket closed"
+        );
+        self.limits.hold_after_upstream_429(hold).await;
     }
 }
 
+/// KwikID's answer for the caller: its status, its headers less hop-by-hop ones, the request
+/// id, the framing of the body, then the body, unchanged.
+fn write_answer(
+    out: &mut Vec<u8>,
+    answer: &Answer<'_>,
+    request_id: &str,
+    closing: bool,
+    http10: bool,
+) {
+    wire::status_line(out, answer.status);
+    let mut dated = false;
+    for (name, value) in forward::response_headers(answer.headers()) {
+        dated |= name.eq_ignore_ascii_case(b"date");
+        wire::header(out, name, value);
+    }
+    wire::header(out, X_REQUEST_ID.as_bytes(), request_id.as_bytes());
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        wire::date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    if closing {
+        wire::header(out, b"connection", b"close");
+    } else if http10 {
+        wire::header(out, b"connection", b"keep-alive");
+    }
+    wire::content_length(out, answer.body.len());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(answer.body);
+}
+
 /// The caller's `x-request-id` when it is 1–128 visible ASCII characters, else a new ULID.
-fn request_id(sent: Option<&HeaderValue>) -> HeaderValue {
-    sent.filter(|v| {
-        !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic)
-    })
-    .cloned()
-    .unwrap_or_else(|| {
-        let mut text = [0u8; ulid::ULID_LEN];
-        HeaderValue::from_str(ulid::Ulid::generate().array_to_str(&mut text))
-            .expect("a ULID is a valid header value")
-    })
+fn request_id(sent: Option<&[u8]>) -> String {
+    sent.filter(|v| !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map_or_else(|| ulid::Ulid::generate().to_string(), str::to_owned)
 }
 
 #[cfg(test)]
@@ -271,16 +362,11 @@ mod tests {
 
     #[test]
     fn sane_request_ids_are_kept_others_replaced() {
-        let kept = request_id(Some(&HeaderValue::from_static("abc-123")));
-        assert_eq!(kept, "abc-123");
-        for bad in ["", "has space"] {
-            let replaced = request_id(Some(&HeaderValue::from_str(bad).unwrap()));
-            assert_eq!(replaced.len(), 26, "{bad}");
+        assert_eq!(request_id(Some(b"abc-123")), "abc-123");
+        for bad in ["", "has space", "tab\there"] {
+            assert_eq!(request_id(Some(bad.as_bytes())).len(), 26, "{bad}");
         }
-        assert_eq!(
-            request_id(Some(&HeaderValue::from_str(&"a".repeat(129)).unwrap())).len(),
-            26
-        );
+        assert_eq!(request_id(Some("a".repeat(129).as_bytes())).len(), 26);
         assert_eq!(request_id(None).len(), 26);
     }
 }
