@@ -28,18 +28,23 @@ enum Seen {
 /// default action would end the process.
 pub fn spawn(gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
     let hangup = signal(SignalKind::hangup());
+    // What the file holds now, read before this returns: read when the task first ran, a
+    // change made between start-up and that first run would never be seen.
+    let first = match &gateway.config.token {
+        TokenSource::File(_) => Some(read(&gateway.config.token).0),
+        _ => None,
+    };
     tokio::spawn(async move {
         let Ok(mut hangup) = hangup else {
             tracing::warn!("cannot listen for SIGHUP; token reload on signal is off");
             return;
         };
-        let TokenSource::File(_) = &gateway.config.token else {
+        let Some(mut seen) = first else {
             while hangup.recv().await.is_some() {
                 tracing::info!("SIGHUP: the token comes from the environment; nothing to reload");
             }
             return;
         };
-        let mut seen = read(&gateway.config.token).0;
         let mut every = tokio::time::interval(POLL_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
