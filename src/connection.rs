@@ -63,10 +63,12 @@ where
                 return;
             }
         }
-        if gateway.handle(&mut conn, &peer).await.is_none() {
+        let Some(finished) = gateway.handle(&mut conn, &peer).await else {
             return; // the caller left before its answer
-        }
-        if conn.flush().await.is_err() || conn.inbox.must_close {
+        };
+        let sent = conn.flush().await;
+        finished.record();
+        if sent.is_err() || conn.inbox.must_close {
             return;
         }
         conn.inbox.next_request(&mut conn.io.read_ahead);

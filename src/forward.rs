@@ -4,58 +4,63 @@
 //! Credentials, hop-by-hop headers and internal topology are removed on the way out, then
 //! `Authorization` is *inserted* (overwritten, never appended) by [`crate::upstream`].
 
-use http::header::{self, HeaderName};
+use http::header::HeaderName;
 
 use crate::wire;
 
-/// RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto `keep-alive` and `proxy-connection`.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
-
-/// Caller headers never forwarded: credentials, forwarding metadata, and headers the gateway
-/// sets itself (`Host`, the framing of the body it re-sends, `Expect`).
-const NEVER_FORWARDED: [&str; 10] = [
-    "authorization",
-    "cookie",
-    "forwarded",
-    "x-real-ip",
-    "via",
-    "host",
-    "content-length",
-    "expect",
-    "x-request-id",
-    "proxy-authorization",
-];
-
-/// KwikID headers the gateway sets itself on the answer: its framing and the request id.
-const SET_ON_ANSWER: [&str; 2] = ["content-length", "x-request-id"];
-
-fn is_one_of(name: &[u8], names: &[&str]) -> bool {
-    names
-        .iter()
-        .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+/// What the gateway does with a header name on its way through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto `keep-alive` and
+    /// `proxy-connection`: never forwarded either way.
+    HopByHop,
+    /// `Connection` itself: hop-by-hop, and it names more hop-by-hop headers.
+    Connection,
+    /// Caller headers never forwarded: credentials, forwarding metadata, and headers the
+    /// gateway sets itself (`Host`, the framing of the body it re-sends, `Expect`,
+    /// `x-request-id`).
+    CallerOnly,
+    /// Set by the gateway on the answer too: the body's framing and the request id.
+    SetBoth,
+    Other,
 }
 
-fn is_forwarding_metadata(name: &[u8]) -> bool {
-    name.len() > 12 && name[..12].eq_ignore_ascii_case(b"x-forwarded-")
+/// Longest name [`kind`] has to recognise (`proxy-authorization`).
+const LONGEST_KNOWN: usize = 19;
+
+/// Classifies a header name case-insensitively, in one pass over it.
+fn kind(name: &[u8]) -> Kind {
+    if name.len() > 12 && name[..12].eq_ignore_ascii_case(b"x-forwarded-") {
+        return Kind::CallerOnly;
+    }
+    if name.len() > LONGEST_KNOWN {
+        return Kind::Other;
+    }
+    let mut lower = [0u8; LONGEST_KNOWN];
+    let lower = &mut lower[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    match &*lower {
+        b"connection" => Kind::Connection,
+        b"keep-alive"
+        | b"proxy-connection"
+        | b"te"
+        | b"trailer"
+        | b"transfer-encoding"
+        | b"upgrade"
+        | b"proxy-authenticate"
+        | b"proxy-authorization" => Kind::HopByHop,
+        b"authorization" | b"cookie" | b"forwarded" | b"x-real-ip" | b"via" | b"host"
+        | b"expect" => Kind::CallerOnly,
+        b"content-length" | b"x-request-id" => Kind::SetBoth,
+        _ => Kind::Other,
+    }
 }
 
 /// Whether a header name is one the gateway always strips or sets itself; such a name cannot
 /// be the caller header.
 pub fn is_reserved_request_header(name: &HeaderName) -> bool {
-    let name = name.as_str().as_bytes();
-    is_one_of(name, &HOP_BY_HOP)
-        || is_one_of(name, &NEVER_FORWARDED)
-        || is_forwarding_metadata(name)
+    kind(name.as_str().as_bytes()) != Kind::Other
 }
 
 /// Whether a `Connection` line among `headers` names `name` (such a header is hop-by-hop).
@@ -63,9 +68,12 @@ fn connection_lists<'a>(
     mut headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     name: &[u8],
 ) -> bool {
-    headers.any(|(n, v)| {
-        n.eq_ignore_ascii_case(header::CONNECTION.as_str().as_bytes()) && wire::lists(v, name)
-    })
+    headers.any(|(n, v)| kind(n) == Kind::Connection && wire::lists(v, name))
+}
+
+/// Whether any header is a `Connection` line: only then can a name be listed in one.
+fn has_connection<'a>(mut headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
+    headers.any(|(n, _)| n.len() == 10 && n.eq_ignore_ascii_case(b"connection"))
 }
 
 /// The caller's headers that KwikID may see, in the caller's order.
@@ -76,13 +84,13 @@ pub fn request_headers<'a, I>(
 where
     I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone + 'a,
 {
-    let all = caller.clone();
+    let listing = has_connection(caller.clone()).then(|| caller.clone());
     caller.filter(move |&(name, _)| {
-        !(is_one_of(name, &HOP_BY_HOP)
-            || is_one_of(name, &NEVER_FORWARDED)
-            || is_forwarding_metadata(name)
-            || name.eq_ignore_ascii_case(caller_header.as_str().as_bytes())
-            || connection_lists(all.clone(), name))
+        kind(name) == Kind::Other
+            && !name.eq_ignore_ascii_case(caller_header.as_str().as_bytes())
+            && !listing
+                .clone()
+                .is_some_and(|all| connection_lists(all, name))
     })
 }
 
@@ -92,11 +100,12 @@ pub fn response_headers<'a, I>(upstream: I) -> impl Iterator<Item = (&'a [u8], &
 where
     I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone + 'a,
 {
-    let all = upstream.clone();
+    let listing = has_connection(upstream.clone()).then(|| upstream.clone());
     upstream.filter(move |&(name, _)| {
-        !(is_one_of(name, &HOP_BY_HOP)
-            || is_one_of(name, &SET_ON_ANSWER)
-            || connection_lists(all.clone(), name))
+        matches!(kind(name), Kind::Other | Kind::CallerOnly)
+            && !listing
+                .clone()
+                .is_some_and(|all| connection_lists(all, name))
     })
 }
 

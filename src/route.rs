@@ -29,8 +29,8 @@ pub enum Miss {
 
 /// A request target split into its path and query (without the `?`).
 pub fn split_target(target: &str) -> (&str, Option<&str>) {
-    match target.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
+    match memchr::memchr(b'?', target.as_bytes()) {
+        Some(at) => (&target[..at], Some(&target[at + 1..])),
         None => (target, None),
     }
 }
@@ -38,9 +38,11 @@ pub fn split_target(target: &str) -> (&str, Option<&str>) {
 /// Finds the route for a request's method and target; `Ok` carries the route's index.
 pub fn match_route(routes: &[Route], method: &str, target: &str) -> Result<usize, Miss> {
     // Only origin-form targets route: absolute-form (`POST http://evil/…`), authority-form
-    // and `*` do not start with `/`, and CONNECT never picks an upstream.
+    // and `*` do not start with `/`, so they equal no route path, and CONNECT never picks an
+    // upstream. Route paths are clean (the config refuses others), so a path equal to one is
+    // clean too: nothing is decoded or normalised here, only compared.
     let (path, _query) = split_target(target);
-    if method == Method::CONNECT.as_str() || !is_clean_path(path) {
+    if method == Method::CONNECT.as_str() {
         return Err(Miss::NoRoute);
     }
     let mut allowed: Option<String> = None;

@@ -122,10 +122,27 @@ impl From<Reject> for Stop {
     }
 }
 
+/// A request whose answer is ready; [`Finished::record`] logs it once the answer is sent, so
+/// the access log never delays an answer.
+pub(crate) struct Finished<'g> {
+    exchange: Exchange<'g>,
+    status: u16,
+    outcome: &'static str,
+    bytes_out: usize,
+}
+
+impl Finished<'_> {
+    pub(crate) fn record(mut self) {
+        self.exchange
+            .record(self.status, self.outcome, self.bytes_out);
+    }
+}
+
 impl Gateway {
     /// Answers the request whose head `conn` has just read, leaving the whole answer in
-    /// `conn.out`, and records it. `None`: the caller left before it could be answered.
-    pub(crate) async fn handle<S>(&self, conn: &mut Caller<S>, peer: &Peer) -> Option<()>
+    /// `conn.out`. `None`: the caller left before it could be answered (and the request is
+    /// recorded as such).
+    pub(crate) async fn handle<S>(&self, conn: &mut Caller<S>, peer: &Peer) -> Option<Finished<'_>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -160,8 +177,12 @@ impl Gateway {
             }
             Err(Stop::CallerLeft) => return None,
         };
-        exchange.record(status, outcome, bytes_out);
-        Some(())
+        Some(Finished {
+            exchange,
+            status,
+            outcome,
+            bytes_out,
+        })
     }
 
     fn draining(&self) -> bool {
