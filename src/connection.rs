@@ -33,6 +33,10 @@ const FIRST_READ: usize = 1024;
 /// Bytes a caller may send ahead (pipelined requests) while its request is at KwikID.
 const MAX_READ_AHEAD: usize = 64 * 1024;
 
+/// Room for a typical whole answer, made once instead of grown piece by piece; kept between
+/// requests.
+const ANSWER_BYTES: usize = 1024;
+
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serves HTTP/1.1 on one caller connection until it ends.
@@ -63,7 +67,10 @@ where
                 return;
             }
         }
-        let Some(finished) = gateway.handle(&mut conn, &peer).await else {
+        conn.out.reserve(ANSWER_BYTES);
+        // Boxed: the request's future is large and lives only while a request does; inline,
+        // every idle keep-alive connection would hold room for it.
+        let Some(finished) = Box::pin(gateway.handle(&mut conn, &peer)).await else {
             return; // the caller left before its answer
         };
         let sent = conn.flush().await;
@@ -334,7 +341,7 @@ impl Inbox {
     }
 
     /// Forgets the answered request, keeping what follows it (a pipelined request). When
-    /// nothing follows, the buffer is freed: an idle connection holds no buffer.
+    /// nothing follows, the buffers are freed: an idle connection holds none.
     fn next_request(&mut self, read_ahead: &mut Vec<u8>) {
         self.buf.drain(..self.used.min(self.buf.len()));
         self.buf.append(read_ahead);
