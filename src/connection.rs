@@ -316,6 +316,11 @@ impl Inbox {
                 }
             }
             Framing::Chunked => {
+                // Chunk-size lines, extensions and trailers are not data, so the data limit
+                // does not bound them: the bytes on the wire are bounded too.
+                if self.buf.len() - self.head.len > max.saturating_mul(2) + MAX_HEAD_BYTES {
+                    return Err(Reject::BodyTooLarge);
+                }
                 let progress = self
                     .chunked
                     .feed(&self.buf[self.used..], &mut self.decoded, max)

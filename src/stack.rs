@@ -295,7 +295,15 @@ impl Gateway {
             .upstream
             .send(&request, |answer| {
                 let closing = closing || self.draining();
-                write_answer(out, answer, request_id, closing, inbox.is_http10());
+                let head_request = inbox.method() == "HEAD";
+                write_answer(
+                    out,
+                    answer,
+                    request_id,
+                    closing,
+                    inbox.is_http10(),
+                    head_request,
+                );
                 let hold = (answer.status == 429)
                     .then(|| rate_limit::upstream_retry_after(answer.header(b"retry-after")));
                 let answered = Answered {
@@ -347,6 +355,7 @@ fn write_answer(
     request_id: &str,
     closing: bool,
     http10: bool,
+    head_request: bool,
 ) {
     wire::status_line(out, answer.status);
     let mut dated = false;
@@ -365,7 +374,11 @@ fn write_answer(
     } else if http10 {
         wire::header(out, b"connection", b"keep-alive");
     }
-    wire::content_length(out, answer.body.len());
+    match answer.header(b"content-length") {
+        // A HEAD answer has no body but tells the length a GET would have had.
+        Some(length) if head_request => wire::header(out, b"content-length", length),
+        _ => wire::content_length(out, answer.body.len()),
+    }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(answer.body);
 }

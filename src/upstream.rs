@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::config;
 use crate::wire::{self, ChunkProgress, Chunked, Field, Framing, FramingHeaders};
@@ -301,7 +301,7 @@ impl Upstream {
             Ok(Box::new(Connection {
                 tls,
                 buf: Vec::new(),
-                out: Vec::new(),
+                out: Zeroizing::new(Vec::new()),
                 fields: Vec::new(),
                 decoded: Vec::new(),
                 head_len: 0,
@@ -345,8 +345,9 @@ struct Connection {
     tls: TlsStream<TcpStream>,
     /// The answer as read: head, then the body unless it was chunked.
     buf: Vec<u8>,
-    /// The request as written.
-    out: Vec<u8>,
+    /// The request as written. The token in it is wiped once it is sent, and the whole
+    /// buffer when the connection is dropped (a request cancelled mid-write included).
+    out: Zeroizing<Vec<u8>>,
     fields: Vec<Field>,
     decoded: Vec<u8>,
     head_len: usize,
@@ -446,6 +447,10 @@ impl Connection {
                 let mut decoder = Chunked::default();
                 let mut at = start;
                 loop {
+                    // Chunk framing and trailers are bounded as well as the data.
+                    if self.buf.len() - start > 2 * MAX_UPSTREAM_BODY {
+                        return Err(TOO_LARGE);
+                    }
                     let progress = decoder
                         .feed(&self.buf[at..], &mut self.decoded, MAX_UPSTREAM_BODY)
                         .map_err(|_| BAD_BODY)?;
@@ -559,7 +564,7 @@ impl Connection {
             self.buf = Vec::new();
         }
         if self.out.capacity() > 4 * READ_CHUNK {
-            self.out = Vec::new();
+            self.out = Zeroizing::new(Vec::new());
         }
     }
 }

@@ -330,6 +330,31 @@ async fn a_20_kib_header_gets_431() {
     );
 }
 
+/// A chunked body whose data is tiny but whose chunk lines are huge (long extensions) is
+/// bounded on the wire, not only by its data: 413 or a reset, never an unbounded buffer,
+/// and nothing forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_extensions_cannot_grow_a_body_without_bound() {
+    let upstream = Upstream::start().await;
+    let gw =
+        Gateway::start(&upstream.config("[listen]\naddr = \"127.0.0.1:0\"\nmax_body_bytes = 64\n"));
+    let extension = "x".repeat(3000);
+    let chunks: String = (0..64)
+        .map(|_| format!("1;e={extension}\r\n \r\n"))
+        .collect();
+    let request = format!(
+        "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}0\r\n\r\n"
+    );
+    let mut conn = RawConn::connect(gw.addr).await;
+    // The gateway may stop reading (and reset) before all of it is written.
+    let _ = conn.send(request.as_bytes()).await;
+    if let Some(answer) = refused(&mut conn).await {
+        assert_eq!(answer.status, 413, "{}", answer.head);
+    }
+    assert_eq!(upstream.mock().served(), 0, "nothing was forwarded");
+    still_serves(&gw).await;
+}
+
 /// A body trickled slower than request_timeout gets 408 body_timeout on time, while others
 /// are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
