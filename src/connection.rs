@@ -10,6 +10,7 @@
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -57,6 +58,10 @@ where
         head_timer: Box::pin(tokio::time::sleep(header_read_timeout)),
     };
     loop {
+        // A connection accepted just before the drain began may have missed its wake-up.
+        if conn.inbox.buf.is_empty() && !gateway.ready.load(Ordering::Acquire) {
+            return;
+        }
         match conn.read_head(header_read_timeout, drained.as_mut()).await {
             Ok(()) => {}
             Err(HeadError::Gone) => return,

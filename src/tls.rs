@@ -15,7 +15,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// A client config trusting the webpki roots plus `extra_roots`. ALPN is left to the
-/// connector (hyper-rustls refuses a config that already has it).
+/// caller: the upstream pool offers `http/1.1`, the only protocol it speaks.
 pub fn client_config(
     extra_roots: &[CertificateDer<'static>],
 ) -> Result<rustls::ClientConfig, rustls::Error> {
