@@ -12,7 +12,7 @@
 //! - [`secret`]      the token: redacting, zeroized, fingerprinted, swappable on reload
 //! - [`server`]      accept loop, connection cap, TLS / mTLS, graceful drain
 //! - `connection`    one caller connection: HTTP/1.1 requests in, answers out
-//! - `wire`          HTTP/1.1 framing both sides share: lengths, chunks, heads
+//! - [`wire`]        HTTP/1.1 framing both sides share: lengths, chunks, heads
 //! - [`stack`]       the request pipeline, one step per line
 //! - [`trusted`]     caller allow-list and caller identity
 //! - [`route`]       path hygiene and the exact route allowlist
@@ -54,6 +54,6 @@ pub mod stack;
 pub mod tls;
 pub mod trusted;
 pub mod upstream;
-mod wire;
+pub mod wire;
 
 pub use server::{Gateway, serve};

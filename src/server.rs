@@ -1,5 +1,5 @@
 //! The proxy listener: accept loop, connection cap, optional TLS / mTLS, graceful drain.
-//! What happens on a connection once it is accepted is [`crate::connection`]'s.
+//! What happens on a connection once it is accepted is the `connection` module's.
 
 use std::future::Future;
 use std::sync::Arc;

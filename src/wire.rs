@@ -44,7 +44,7 @@ pub(crate) fn span_of(buf: &[u8], part: &[u8]) -> (u32, u32) {
 
 /// How the body of a message is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
+pub enum Framing {
     Length(u64),
     Chunked,
     /// Only for responses: the body runs until the server closes the connection.
@@ -59,7 +59,7 @@ impl Default for Framing {
 
 /// Why a head's framing cannot be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BadFraming {
+pub enum BadFraming {
     /// Transfer-Encoding other than exactly `chunked`, or on HTTP/1.0.
     TransferEncoding,
     /// Content-Length that is not one decimal number, or several that differ.
@@ -70,7 +70,7 @@ pub(crate) enum BadFraming {
 
 /// The framing headers of one head, gathered while its fields are walked once.
 #[derive(Debug, Default)]
-pub(crate) struct FramingHeaders {
+pub struct FramingHeaders {
     content_length: Option<u64>,
     conflicting_length: bool,
     transfer_encoding: Option<TransferEncoding>,
@@ -86,7 +86,7 @@ enum TransferEncoding {
 
 impl FramingHeaders {
     /// Takes note of one header; other names are ignored.
-    pub(crate) fn see(&mut self, name: &[u8], value: &[u8]) {
+    pub fn see(&mut self, name: &[u8], value: &[u8]) {
         if name.eq_ignore_ascii_case(b"content-length") {
             match (parse_length(value), self.content_length) {
                 (None, _) => self.conflicting_length = true,
@@ -106,7 +106,7 @@ impl FramingHeaders {
     /// A request's framing: no body unless announced, and nothing ambiguous. With both
     /// `Transfer-Encoding: chunked` and `Content-Length`, chunked frames the body (RFC 9112
     /// §6.3) and the connection must close after the answer ([`Self::both`]).
-    pub(crate) fn request(&self, http10: bool) -> Result<Framing, BadFraming> {
+    pub fn request(&self, http10: bool) -> Result<Framing, BadFraming> {
         match (
             self.transfer_encoding,
             self.content_length,
@@ -122,14 +122,14 @@ impl FramingHeaders {
 
     /// Both `Transfer-Encoding` and `Content-Length` were sent: whatever comes after this
     /// message is not to be trusted as the start of another.
-    pub(crate) fn both(&self) -> bool {
+    pub fn both(&self) -> bool {
         self.transfer_encoding.is_some()
             && (self.content_length.is_some() || self.conflicting_length)
     }
 
     /// A response's framing (RFC 9112 §6.3), for a request that was not `HEAD` and a status
     /// that has a body.
-    pub(crate) fn response(&self) -> Result<Framing, BadFraming> {
+    pub fn response(&self) -> Result<Framing, BadFraming> {
         match (
             self.transfer_encoding,
             self.content_length,
@@ -171,7 +171,7 @@ pub(crate) fn lists(value: &[u8], token: &[u8]) -> bool {
 /// Decodes a chunked body incrementally: feed it what has arrived, it appends the data to
 /// `out` and says how much of the input it used.
 #[derive(Debug, Default)]
-pub(crate) struct Chunked {
+pub struct Chunked {
     state: ChunkState,
 }
 
@@ -191,7 +191,7 @@ enum ChunkState {
 
 /// What [`Chunked::feed`] found.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum ChunkProgress {
+pub enum ChunkProgress {
     /// This many input bytes were used; more are needed.
     NeedMore(usize),
     /// The body ended after this many input bytes.
@@ -200,7 +200,7 @@ pub(crate) enum ChunkProgress {
 
 /// A chunked body that is not well formed.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct BadChunk;
+pub struct BadChunk;
 
 /// Longest chunk-size or trailer line accepted.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -208,7 +208,7 @@ const MAX_CHUNK_LINE: usize = 4096;
 impl Chunked {
     /// Decodes from `input`, appending data to `out`; `out` never grows past `max` (the
     /// caller sees `out.len() > max` first and stops).
-    pub(crate) fn feed(
+    pub fn feed(
         &mut self,
         input: &[u8],
         out: &mut Vec<u8>,
@@ -275,12 +275,13 @@ impl Chunked {
 }
 
 /// The next CRLF-terminated line, without its CRLF; `None` until it is complete. A bare LF
-/// or an over-long line is an error.
+/// or an over-long line is an error, whether it arrived whole or in pieces.
 fn line(input: &[u8]) -> Result<Option<&[u8]>, BadChunk> {
-    match memchr::memchr(b'\n', input) {
-        Some(end) if end > 0 && input[end - 1] == b'\r' => Ok(Some(&input[..end - 1])),
+    let window = &input[..input.len().min(MAX_CHUNK_LINE + 2)];
+    match memchr::memchr(b'\n', window) {
+        Some(end) if end > 0 && window[end - 1] == b'\r' => Ok(Some(&window[..end - 1])),
         Some(_) => Err(BadChunk),
-        None if input.len() > MAX_CHUNK_LINE => Err(BadChunk),
+        None if window.len() > MAX_CHUNK_LINE + 1 => Err(BadChunk),
         None => Ok(None),
     }
 }
@@ -296,7 +297,11 @@ fn chunk_size(line: &[u8]) -> Result<u64, BadChunk> {
     if hex.is_empty() || hex.len() > 15 {
         return Err(BadChunk);
     }
-    let rest = rest.trim_ascii_start();
+    // Only spaces and tabs may come before the `;` (RFC 9112 §7.1.1's BWS).
+    let rest = &rest[rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count()..];
     if !(rest.is_empty() || rest[0] == b';') {
         return Err(BadChunk);
     }
@@ -480,6 +485,25 @@ mod tests {
                 String::from_utf8_lossy(wire)
             );
         }
+    }
+
+    /// Found by fuzz `http1_framing`: a chunk line past the limit was accepted when it came
+    /// whole and refused when it came in pieces.
+    #[test]
+    fn an_over_long_chunk_line_is_refused_whole_or_in_pieces() {
+        let mut wire = b"1;".to_vec();
+        wire.extend(std::iter::repeat_n(b'a', MAX_CHUNK_LINE));
+        wire.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+        assert_eq!(decode(&wire, 100), Err(BadChunk));
+        assert_eq!(decode(&wire[..MAX_CHUNK_LINE + 10], 100), Err(BadChunk));
+        // Exactly at the limit is still a line.
+        let mut wire = b"1;".to_vec();
+        wire.extend(std::iter::repeat_n(b'a', MAX_CHUNK_LINE - 2));
+        wire.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+        assert_eq!(decode(&wire, 100).unwrap().0, b"x");
+        // Only spaces and tabs before the `;`.
+        assert_eq!(decode(b"1 \t;e\r\nx\r\n0\r\n\r\n", 100).unwrap().0, b"x");
+        assert_eq!(decode(b"0\t\r\r\n\r\n", 100), Err(BadChunk));
     }
 
     #[test]
