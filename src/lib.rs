@@ -20,8 +20,8 @@
 //! - [`policy`]      `callback_url` host policy
 //! - [`rate_limit`]  per-caller and global buckets, upstream 429 hold, Redis fall-back
 //! - [`shared_limits`] the same buckets shared by every replica through Redis
-//! - [`forward`]     header sanitising and the upstream request
-//! - [`upstream`]    the pool of HTTPS connections to KwikID, each driven by the request holding it
+//! - [`forward`]     which headers cross the gateway, each way
+//! - [`upstream`]    the pool of HTTPS connections to KwikID, used by the request holding one
 //! - [`access_log`]  one JSON line per request; the scrubbing lives here
 //! - [`error`]       every answer the gateway makes itself
 //! - [`logging`]     operational logs on stderr
