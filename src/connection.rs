@@ -66,9 +66,9 @@ where
             Ok(()) => {}
             Err(HeadError::Gone) => return,
             Err(HeadError::Refused(reject)) => {
-                conn.inbox.must_close = true;
-                reject.render(&mut conn.out, None, true);
+                let finished = gateway.refuse_unreadable(&mut conn.out, &peer, reject);
                 let _ = conn.flush().await;
+                finished.record();
                 return;
             }
         }

@@ -97,7 +97,7 @@ impl Reject {
 
     /// Writes the whole answer: JSON `{"error": "<sentence>"}` and `x-gateway-error: <code>`,
     /// with the request's id, and `connection: close` when the connection ends after it.
-    pub fn render(&self, out: &mut Vec<u8>, request_id: Option<&[u8]>, closing: bool) {
+    pub fn render(&self, out: &mut Vec<u8>, request_id: &[u8], closing: bool) {
         let sentence = self.sentence();
         wire::status_line(out, self.status());
         wire::header(out, b"content-type", b"application/json");
@@ -111,9 +111,7 @@ impl Reject {
             ),
             _ => {}
         }
-        if let Some(id) = request_id {
-            wire::header(out, b"x-request-id", id);
-        }
+        wire::header(out, b"x-request-id", request_id);
         if closing {
             wire::header(out, b"connection", b"close");
         }
@@ -167,7 +165,7 @@ mod tests {
     /// The head and body of a rendered answer, split at the blank line.
     fn rendered(reject: &Reject, closing: bool) -> (String, String) {
         let mut out = Vec::new();
-        reject.render(&mut out, Some(b"req-1"), closing);
+        reject.render(&mut out, b"req-1", closing);
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         (head.to_owned(), body.to_owned())

@@ -172,7 +172,7 @@ impl Gateway {
             Err(Stop::Refused(reject)) => {
                 let closing = !conn.inbox.can_continue() || self.draining();
                 conn.inbox.must_close |= closing;
-                reject.render(&mut conn.out, Some(exchange.request_id.as_bytes()), closing);
+                reject.render(&mut conn.out, exchange.request_id.as_bytes(), closing);
                 (reject.status(), reject.code(), reject.body_len())
             }
             Err(Stop::CallerLeft) => return None,
@@ -183,6 +183,38 @@ impl Gateway {
             outcome,
             bytes_out,
         })
+    }
+
+    /// Answers a request refused before its head could be read (malformed, too large, too
+    /// slow) into `out`, with a new request id; the connection closes after it. Only the
+    /// peer is known, so the access log shows no method or path.
+    pub(crate) fn refuse_unreadable(
+        &self,
+        out: &mut Vec<u8>,
+        peer: &Peer,
+        reject: Reject,
+    ) -> Finished<'_> {
+        let exchange = Exchange {
+            gateway: self,
+            started: Instant::now(),
+            request_id: request_id(None),
+            caller: match &peer.certificate_name {
+                Some(name) => name.to_string(),
+                None => trusted::caller_name(None, peer.addr),
+            },
+            method: None,
+            path: String::new(),
+            peer: peer.addr,
+            trail: Trail::default(),
+            recorded: false,
+        };
+        reject.render(out, exchange.request_id.as_bytes(), true);
+        Finished {
+            exchange,
+            status: reject.status(),
+            outcome: reject.code(),
+            bytes_out: reject.body_len(),
+        }
     }
 
     fn draining(&self) -> bool {
