@@ -157,8 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Caller<S> {
     /// Reads the request's body, refusing it past `max` bytes (before reading a byte when
     /// its length is announced) and when it has not arrived within `deadline`.
     pub(crate) async fn read_body(&mut self, max: usize, deadline: Duration) -> Result<(), Reject> {
-        let head = &self.inbox.head;
-        if let Framing::Length(n) = head.framing
+        if let Framing::Length(n) = self.inbox.framing()
             && n > max as u64
         {
             return Err(Reject::BodyTooLarge);

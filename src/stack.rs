@@ -59,7 +59,33 @@ struct Exchange<'g> {
 /// Status and outcome of a request whose caller left before the answer.
 const CLIENT_CLOSED: (u16, &str) = (499, "client_closed");
 
-impl Exchange<'_> {
+impl<'g> Exchange<'g> {
+    /// Starts the record of a request from what its head said: the request id and caller
+    /// header as sent (each checked here), its method and its path without the query.
+    fn begin(
+        gateway: &'g Gateway,
+        peer: &Peer,
+        sent_id: Option<&[u8]>,
+        sent_caller: Option<&[u8]>,
+        method: Option<http::Method>,
+        path: String,
+    ) -> Self {
+        Self {
+            gateway,
+            started: Instant::now(),
+            request_id: request_id(sent_id),
+            caller: match &peer.certificate_name {
+                Some(name) => name.to_string(),
+                None => trusted::caller_name(sent_caller, peer.addr),
+            },
+            method,
+            path,
+            peer: peer.addr,
+            trail: Trail::default(),
+            recorded: false,
+        }
+    }
+
     /// Counts and logs the request, once.
     fn record(&mut self, status: u16, outcome: &'static str, bytes_out: usize) {
         self.recorded = true;
@@ -131,7 +157,18 @@ pub(crate) struct Finished<'g> {
     bytes_out: usize,
 }
 
-impl Finished<'_> {
+impl<'g> Finished<'g> {
+    /// Writes the gateway's own answer for `reject` into `out`.
+    fn refused(exchange: Exchange<'g>, reject: &Reject, out: &mut Vec<u8>, closing: bool) -> Self {
+        reject.render(out, exchange.request_id.as_bytes(), closing);
+        Self {
+            exchange,
+            status: reject.status(),
+            outcome: reject.code(),
+            bytes_out: reject.body_len(),
+        }
+    }
+
     pub(crate) fn record(mut self) {
         self.exchange
             .record(self.status, self.outcome, self.bytes_out);
@@ -149,40 +186,32 @@ impl Gateway {
         let _in_flight = self.metrics.in_flight();
         let inbox = &conn.inbox;
         let caller_header = self.config.rate_limit.caller_header.as_str().as_bytes();
-        let mut exchange = Exchange {
-            gateway: self,
-            started: Instant::now(),
-            request_id: request_id(inbox.header(X_REQUEST_ID.as_bytes())),
-            caller: match &peer.certificate_name {
-                Some(name) => name.to_string(),
-                None => trusted::caller_name(inbox.header(caller_header), peer.addr),
-            },
-            method: http::Method::from_bytes(inbox.method().as_bytes()).ok(),
-            path: route::split_target(inbox.target()).0.to_owned(),
-            peer: peer.addr,
-            trail: Trail::default(),
-            recorded: false,
-        };
+        let mut exchange = Exchange::begin(
+            self,
+            peer,
+            inbox.header(X_REQUEST_ID.as_bytes()),
+            inbox.header(caller_header),
+            http::Method::from_bytes(inbox.method().as_bytes()).ok(),
+            route::split_target(inbox.target()).0.to_owned(),
+        );
 
-        let (status, outcome, bytes_out) = match self.pipeline(conn, peer, &mut exchange).await {
+        match self.pipeline(conn, peer, &mut exchange).await {
             Ok(answered) => {
                 conn.inbox.must_close |= answered.closing;
-                (answered.status, "forwarded", answered.bytes_out)
+                Some(Finished {
+                    exchange,
+                    status: answered.status,
+                    outcome: "forwarded",
+                    bytes_out: answered.bytes_out,
+                })
             }
             Err(Stop::Refused(reject)) => {
                 let closing = !conn.inbox.can_continue() || self.draining();
                 conn.inbox.must_close |= closing;
-                reject.render(&mut conn.out, exchange.request_id.as_bytes(), closing);
-                (reject.status(), reject.code(), reject.body_len())
+                Some(Finished::refused(exchange, &reject, &mut conn.out, closing))
             }
-            Err(Stop::CallerLeft) => return None,
-        };
-        Some(Finished {
-            exchange,
-            status,
-            outcome,
-            bytes_out,
-        })
+            Err(Stop::CallerLeft) => None,
+        }
     }
 
     /// Answers a request refused before its head could be read (malformed, too large, too
@@ -194,27 +223,8 @@ impl Gateway {
         peer: &Peer,
         reject: Reject,
     ) -> Finished<'_> {
-        let exchange = Exchange {
-            gateway: self,
-            started: Instant::now(),
-            request_id: request_id(None),
-            caller: match &peer.certificate_name {
-                Some(name) => name.to_string(),
-                None => trusted::caller_name(None, peer.addr),
-            },
-            method: None,
-            path: String::new(),
-            peer: peer.addr,
-            trail: Trail::default(),
-            recorded: false,
-        };
-        reject.render(out, exchange.request_id.as_bytes(), true);
-        Finished {
-            exchange,
-            status: reject.status(),
-            outcome: reject.code(),
-            bytes_out: reject.body_len(),
-        }
+        let exchange = Exchange::begin(self, peer, None, None, None, String::new());
+        Finished::refused(exchange, &reject, out, true)
     }
 
     fn draining(&self) -> bool {

@@ -179,13 +179,11 @@ impl Upstream {
                 };
                 match connection.exchange(self, request).await {
                     Ok(()) => return Ok(connection),
-                    Err(Exchanged::NotSent) if connection.reused => {
+                    // Only a pooled connection can turn out closed before the write.
+                    Err(Exchanged::NotSent) => {
                         tracing::trace!(
                             "pooled upstream connection was closed; sending on another"
                         );
-                    }
-                    Err(Exchanged::NotSent) => {
-                        return Err(UpstreamError::Broken { kind: "closed" });
                     }
                     Err(Exchanged::Failed(e)) => return Err(e),
                 }
