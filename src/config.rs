@@ -39,6 +39,8 @@ pub struct Listen {
     pub header_read_timeout: Duration,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// Concurrent streams one HTTP/2 caller connection may open (RFC 9113 §5.1.2).
+    pub max_concurrent_streams: u32,
     pub tls: Option<ListenTls>,
 }
 
@@ -75,6 +77,9 @@ pub struct Upstream {
     /// Extra trust roots (from `ca_file`), added to the webpki roots.
     pub extra_roots: Vec<CertificateDer<'static>>,
     pub pool_max_idle_per_host: usize,
+    /// Offer `h2` in ALPN and multiplex requests on one connection when KwikID picks it
+    /// (`upstream.http2 = "auto"`); `false` (`"never"`) offers only `http/1.1`.
+    pub http2: bool,
 }
 
 /// Where the token comes from. The config never holds the token itself.
@@ -279,6 +284,7 @@ pub struct RawListen {
     pub max_body_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    pub max_concurrent_streams: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<RawListenTls>,
 }
@@ -301,6 +307,7 @@ impl Default for RawListen {
             header_read_timeout: Duration::from_secs(5),
             max_body_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            max_concurrent_streams: 100,
             tls: None,
         }
     }
@@ -331,6 +338,7 @@ pub struct RawUpstream {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
     pub pool_max_idle_per_host: usize,
+    pub http2: String,
 }
 
 impl Default for RawUpstream {
@@ -341,6 +349,7 @@ impl Default for RawUpstream {
             request_timeout: Duration::from_secs(10),
             ca_file: None,
             pool_max_idle_per_host: 64,
+            http2: "auto".to_owned(),
         }
     }
 }
@@ -505,6 +514,13 @@ impl RawListen {
                 "must be at least 1",
             ));
         }
+        if self.max_concurrent_streams == 0 {
+            return Err(ConfigError::at(
+                path,
+                "listen.max_concurrent_streams",
+                "must be at least 1",
+            ));
+        }
         if self.header_read_timeout.is_zero() {
             return Err(ConfigError::at(
                 path,
@@ -519,6 +535,7 @@ impl RawListen {
             header_read_timeout: self.header_read_timeout,
             max_body_bytes: self.max_body_bytes,
             shutdown_grace: self.shutdown_grace,
+            max_concurrent_streams: self.max_concurrent_streams,
             tls,
         })
     }
@@ -656,6 +673,17 @@ impl RawUpstream {
             request_timeout: self.request_timeout,
             extra_roots,
             pool_max_idle_per_host: self.pool_max_idle_per_host,
+            http2: match self.http2.as_str() {
+                "auto" => true,
+                "never" => false,
+                _ => {
+                    return Err(ConfigError::at(
+                        path,
+                        "upstream.http2",
+                        "must be \"auto\" or \"never\"",
+                    ));
+                }
+            },
         })
     }
 }
