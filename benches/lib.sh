@@ -87,15 +87,23 @@ need_tools() {
     done
 }
 
-# Builds the release binaries; sets gateway_bin (GATEWAY_BIN wins, to measure another build)
-# and mock_bin.
+# Builds the release binaries; sets gateway_bin and mock_bin. GATEWAY_BIN (measure another
+# build) and MOCK_BIN each replace one of them, and what is replaced is not built: with both
+# set nothing is compiled, so a checkout that does not build can still be measured with
+# binaries built elsewhere.
 build_release() {
-    say "building: cargo build --release --locked --bins"
-    (cd "$repo" && cargo build --release --locked --bins) >&2
-    local target_dir=${CARGO_TARGET_DIR:-$repo/target}
+    local target_dir=${CARGO_TARGET_DIR:-$repo/target} bins=()
+    [ -n "${GATEWAY_BIN:-}" ] || bins+=(--bin kwikid-gateway)
+    [ -n "${MOCK_BIN:-}" ] || bins+=(--bin kwikid-mock)
+    if [ "${#bins[@]}" -gt 0 ]; then
+        say "building: cargo build --release --locked ${bins[*]}"
+        (cd "$repo" && cargo build --release --locked "${bins[@]}") >&2 \
+            || die "release build failed (GATEWAY_BIN and MOCK_BIN can name binaries built elsewhere)"
+    fi
     gateway_bin=${GATEWAY_BIN:-$target_dir/release/kwikid-gateway}
-    mock_bin=$target_dir/release/kwikid-mock
-    [ -x "$gateway_bin" ] && [ -x "$mock_bin" ] || die "release binaries missing under $target_dir"
+    mock_bin=${MOCK_BIN:-$target_dir/release/kwikid-mock}
+    [ -x "$gateway_bin" ] || die "no gateway binary at $gateway_bin"
+    [ -x "$mock_bin" ] || die "no mock binary at $mock_bin"
 }
 
 # Enough descriptors for 1,000+ idle callers and the upstream pool.
@@ -119,15 +127,32 @@ start_server() {
     wait_port "$port" "$server_pid" "$wait" || { tail -5 "$err" >&2; die "$1 did not start on :$port"; }
 }
 
-# nginx.conf for the side-by-side job in $1 (with $1/tmp): listening on $2, in front of the
-# mock on $3 (trusting the CA in $4), injecting token $5. Readable by its owner only: it
-# holds the token.
+# nginx.conf for the side-by-side job in $1 (with $1/tmp): listening on $2 (HTTP/1.1) and on
+# ${6:-a free port} (h2c, prior knowledge), in front of the mock on $3 (trusting the CA in $4),
+# injecting token $5. Readable by its owner only: it holds the token.
 write_nginx_conf() {
-    local dir=$1 port=$2 upstream_port=$3 ca=$4 secret=$5
+    local dir=$1 port=$2 upstream_port=$3 ca=$4 secret=$5 h2_port=${6:-} flag directive
+    [ -n "$h2_port" ] || h2_port=$(free_port)
+    # h2c on a plain listener: `listen ... http2` up to nginx 1.25.0, `http2 on;` from 1.25.1
+    # (where the listen parameter is deprecated).
+    if nginx_at_least 1.25.1; then
+        flag="" directive="http2 on;"
+    else
+        flag=" http2" directive=""
+    fi
     mkdir -p "$dir/tmp"
-    sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$port|g" -e "s|@MOCK_PORT@|$upstream_port|g" \
+    sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$port|g" -e "s|@H2_PORT@|$h2_port|g" \
+        -e "s|@H2_LISTEN_FLAG@|$flag|g" -e "s|@H2_DIRECTIVE@|$directive|g" \
+        -e "s|@MOCK_PORT@|$upstream_port|g" \
         -e "s|@CA@|$ca|g" -e "s|@TOKEN@|$secret|g" "$here/nginx.conf.template" >"$dir/nginx.conf"
     chmod 600 "$dir/nginx.conf"
+}
+
+# True when the installed nginx is at least version $1 (x.y.z).
+nginx_at_least() {
+    local have
+    have=$(nginx -v 2>&1 | sed -n 's|^nginx version: nginx/\([0-9.]*\).*|\1|p')
+    [ -n "$have" ] && [ "$(printf '%s\n%s\n' "$1" "$have" | sort -V | head -1)" = "$1" ]
 }
 
 # Prints the PID of the (one) worker of nginx master $1.

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Turns benches/run.sh's raw results (round, contender, metric, value) into the Markdown
 report: the median of the rounds with min–max, per contender and metric, the gateway/nginx
-ratio and the targets of SPEC §9, and, when gateway_redis ran, the cost of sharing the rate
-limits through Redis next to the local gateway.
+ratio and the targets of SPEC §9, the HTTP/2 (h2c) rows when that phase ran, and, when
+gateway_redis ran, the cost of sharing the rate limits through Redis next to the local gateway.
 
 usage: report.py RESULTS.tsv META.txt
 """
@@ -30,7 +30,11 @@ METRICS = [
     ("peak_rss_mib", "peak RSS under load (MiB)", 1, None),
     ("idle_rss_mib", "RSS with {idle_conns} idle keep-alive callers (MiB)", 1,
      lambda g, n: ("< 20 MiB", g < 20)),
+    # h2load over h2c (prior knowledge); run.sh measures it for gateway and nginx only.
+    ("h2_rps", "HTTP/2 (h2c) requests/s ({h2_conns} conns × {h2_streams} streams)", 0, None),
+    ("h2_cpu_us", "HTTP/2 (h2c) proxy CPU-µs per request", 1, None),
 ]
+H2_METRICS = {"h2_rps", "h2_cpu_us"}
 # The issue's target for the shared limits: p99 at the fixed rate within +0.5 ms of local.
 REDIS_P99_BUDGET_MS = 0.5
 
@@ -65,6 +69,9 @@ def main():
     def cell(who, metric, decimals):
         vs = values.get((who, metric))
         if not vs:
+            # The gateway answered no h2c request at all in some round (see run.sh).
+            if metric in H2_METRICS and values.get((who, "h2_unsupported")):
+                return "h2c not supported"
             return "—"
         fmt = f"{{:,.{decimals}f}}"
         text = fmt.format(statistics.median(vs))
@@ -113,7 +120,10 @@ def main():
         header.append("target (SPEC §9)")
     w("| " + " | ".join(header) + " |")
     w("|---|" + "---:|" * (len(header) - 1 - versus_nginx) + ("---|" if versus_nginx else ""))
+    h2_ran = any(m in H2_METRICS or m == "h2_unsupported" for _, m in values)
     for metric, label, decimals, target in METRICS:
+        if metric in H2_METRICS and not h2_ran:
+            continue
         row = [label.format(**meta)] + [cell(who, metric, decimals) for who in present]
         g, n, r = median("gateway", metric), median("nginx", metric), median("gateway_redis", metric)
         if versus_nginx:
@@ -201,12 +211,24 @@ def main():
       "idle RSS = VmRSS with {idle_conns} caller connections open, each having completed one "
       "request. Access logs on for both.".format(**meta))
     w("")
+    if h2_ran:
+        w("HTTP/2 rows: h2c with prior knowledge (gateway: its proxy listener; nginx: a second "
+          "`http2` listener of the same server, so the same job), `h2load -n {h2_requests} "
+          "-c {h2_conns} -m {h2_streams}` POSTing the same body with the same headers "
+          "(requests/s as h2load gives it, over its whole run, connection set-up "
+          "included); CPU-µs per request as above, over the h2load run ÷ requests answered. "
+          "Measured last for each proxy, after the idle callers have gone, so neither RSS "
+          "figure holds what HTTP/2 allocated. *h2c not supported*: no h2c request got an "
+          "answer.".format(**meta))
+        w("")
     versions = f"kwikid-gateway {meta['gateway']}"
     if "nginx" in present:
         versions += f", {meta['nginx']}"
     if "redis" in meta:
         versions += f", redis-server {meta['redis']}"
     versions += f", wrk {meta['wrk']}, oha {meta['oha']}"
+    if "h2load" in meta:
+        versions += f", h2load {meta['h2load']}"
     w(f"Machine: {meta['cpu']}, Linux {meta['kernel']}. Versions: {versions}. "
       f"Contenders: {meta.get('contenders', ' '.join(present))}. "
       f"Run {meta['date']}, {meta['elapsed_s']} s. Load average before the run "

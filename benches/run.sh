@@ -2,16 +2,18 @@
 # Side-by-side benchmark: kwikid-gateway vs nginx (one worker) doing the same token injection
 # in front of one shared kwikid-mock over HTTPS, plus the floor (the load generator straight at
 # the mock), and the gateway with its rate limits shared through a local redis-server
-# (gateway_redis). See benches/README.md. Loopback and unix sockets only; every run is bounded
+# (gateway_redis); the gateway and nginx also serve h2c callers (h2load). See benches/README.md. Loopback and unix sockets only; every run is bounded
 # in time.
 #
-#   bash benches/install.sh     # once: nginx, wrk, oha, python3
+#   bash benches/install.sh     # once: nginx, wrk, oha, h2load, python3
 #   bash benches/run.sh         # builds with cargo --release --locked, runs, writes
 #                               # benches/results/latest.md
 #
 # Knobs (environment): ROUNDS=3 DURATION=10 RATE=1000 RATE_DURATION=10 CONNS=64
 # IDLE_CONNS=1000 WARMUP=2 PROXY_CPU=0 LOAD_CPU=1 KEEP_WORKDIR=0 OUT=benches/results/latest.md
-# GATEWAY_BIN=target/release/kwikid-gateway
+# H2=1 H2_REQUESTS=10000*DURATION H2_CONNS=8 H2_STREAMS=8 H2_MAX_SECONDS=6*DURATION+30
+# GATEWAY_BIN=target/release/kwikid-gateway MOCK_BIN=target/release/kwikid-mock (either set:
+# that one is not built)
 # CONTENDERS="floor gateway gateway_redis nginx" (a subset is fine for a quick look)
 # PROXY_CPU and LOAD_CPU are taskset CPU lists: PROXY_CPU=0,1 LOAD_CPU=0,1 gives the proxy both
 # CPUs (the gateway then runs one runtime worker per CPU) and has the load share them.
@@ -27,6 +29,13 @@ WARMUP=${WARMUP:-2}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
+# The HTTP/2 phase (gateway and nginx): h2load sends H2_REQUESTS over H2_CONNS h2c connections
+# with H2_STREAMS streams in flight on each, within H2_MAX_SECONDS. H2=0 leaves it out.
+H2=${H2:-1}
+H2_REQUESTS=${H2_REQUESTS:-$((DURATION * 10000))}
+H2_CONNS=${H2_CONNS:-8}
+H2_STREAMS=${H2_STREAMS:-8}
+H2_MAX_SECONDS=${H2_MAX_SECONDS:-$((DURATION * 6 + 30))}
 read -r -a contenders <<<"${CONTENDERS:-floor gateway gateway_redis nginx}"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -40,16 +49,18 @@ bench_name=bench
 source "$here/lib.sh"
 
 # ---------------------------------------------------------------------------- preflight
-want_redis=0
+want_redis=0 want_h2=0
 for who in "${contenders[@]}"; do
     case $who in
-        floor | gateway | nginx) ;;
+        floor) ;;
+        gateway | nginx) [ "$H2" = 0 ] || want_h2=1 ;;
         gateway_redis) want_redis=1 ;;
         *) die "unknown contender: $who (floor, gateway, gateway_redis, nginx)" ;;
     esac
 done
 tools=(cargo nginx wrk oha python3 taskset timeout awk sed)
 [ "$want_redis" = 0 ] || tools+=(redis-server)
+[ "$want_h2" = 0 ] || tools+=(h2load)
 need_tools "${tools[@]}"
 [ "$(nproc --all)" -ge 2 ] || die "needs at least 2 CPUs (proxy on one, load + mock on another)"
 # CPU lists as taskset -c takes them: 0 | 0,1 | 0-3 | 0,2-3.
@@ -77,6 +88,8 @@ build_release
 make_work_dir bench
 results=$work/results.tsv
 : >"$results"
+# The request body of every phase, as a file for h2load (-d); no trailing newline.
+printf '%s' "$BODY" >"$work/body.json"
 
 cleanup() {
     stop_started
@@ -195,6 +208,7 @@ start_gateway() {
         "$gateway_bin" --config "$config"
     proxy_pid=$server_pid
     proxy_port=$gateway_port
+    h2_port=$gateway_port
     cpu_pids=("$proxy_pid")
     rss_pid=$proxy_pid
 }
@@ -248,7 +262,8 @@ check_redis() {
 
 # ---------------------------------------------------------------------------- contender B
 nginx_port=$(free_port)
-write_nginx_conf "$work/nginx" "$nginx_port" "$mock_port" "$work/ca.pem" "$token"
+nginx_h2_port=$(free_port)
+write_nginx_conf "$work/nginx" "$nginx_port" "$mock_port" "$work/ca.pem" "$token" "$nginx_h2_port"
 nginx -t -q -p "$work/nginx/" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" \
     || die "nginx config rejected"
 
@@ -257,6 +272,7 @@ start_nginx() {
         nginx -p "$work/nginx/" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" -g 'daemon off;'
     proxy_pid=$server_pid
     proxy_port=$nginx_port
+    h2_port=$nginx_h2_port
     local worker
     worker=$(nginx_worker "$proxy_pid")
     cpu_pids=("$proxy_pid" "$worker")
@@ -282,6 +298,25 @@ run_oha() {
         --latency-correction --wait-ongoing-requests-after-deadline \
         -m POST -T application/json -d "$BODY" -H "x-caller-id: bench" \
         --cacert "$work/ca.pem" "$@" "$url"
+}
+
+# h2load: $H2_REQUESTS POSTs over $H2_CONNS h2c connections (prior knowledge: the HTTP/2
+# preface on plain TCP), $H2_STREAMS streams in flight on each, to URL $1. A connection is
+# given up after H2_MAX_SECONDS (-T) or 10 s without a byte (-N): bounded in requests and in
+# time. Prints h2load's output.
+run_h2load() {
+    timeout $((H2_MAX_SECONDS + 30)) taskset -c "$LOAD_CPU" h2load -n "$H2_REQUESTS" \
+        -c "$H2_CONNS" -m "$H2_STREAMS" -T "${H2_MAX_SECONDS}s" -N 10s \
+        -H 'content-type: application/json' -H 'x-caller-id: bench' -d "$work/body.json" "$1"
+}
+
+# Sockets the proxy holds open, over the given PIDs.
+proxy_sockets() {
+    local pid n=0
+    for pid in "$@"; do
+        n=$((n + $(find "/proc/$pid/fd" -lname 'socket:*' 2>/dev/null | wc -l)))
+    done
+    echo "$n"
 }
 
 invalid=0
@@ -374,6 +409,8 @@ PY
         record "$round" "$who" peak_rss_mib "$(awk -v k="$(status_kib "$rss_pid" VmHWM)" 'BEGIN { printf "%.1f", k / 1024 }')"
 
         say "round $round: $who: RSS with $IDLE_CONNS idle keep-alive callers"
+        local sockets_before_idle
+        sockets_before_idle=$(proxy_sockets "${cpu_pids[@]}")
         timeout 120 taskset -c "$LOAD_CPU" python3 "$here/idle_conns.py" 127.0.0.1 "$proxy_port" \
             "$IDLE_CONNS" "$rss_pid" >"$log.idle" 2>&1 || { cat "$log.idle" >&2; die "idle connections failed ($who)"; }
         local rss idle_non200 closed
@@ -387,7 +424,62 @@ PY
             say "INVALID: $who idle phase: $idle_non200 non-200, $closed connections closed early"
         fi
         [ "$who" != gateway_redis ] || check_redis "$round" "idle callers"
+        if [ "$H2" != 0 ] && { [ "$who" = gateway ] || [ "$who" = nginx ]; }; then
+            # Last, so that neither RSS figure carries what h2 allocated; first the proxy
+            # closes the idle callers' connections, or that work would count as h2's.
+            local i
+            for ((i = 0; i < 100; i++)); do
+                [ "$(proxy_sockets "${cpu_pids[@]}")" -le $((sockets_before_idle + 8)) ] && break
+                sleep 0.1
+            done
+            measure_h2 "$who" "$round"
+        fi
         "stop_$who"
+    fi
+}
+
+# The HTTP/2 phase of gateway or nginx ($1) in round $2: h2c callers with h2load, the proxy's
+# CPU over it as in the other phases. A gateway that answers no h2c request at all is
+# reported as not serving h2c, and the run stays valid; any other failure, or nginx failing
+# at all, makes the run INVALID.
+measure_h2() {
+    local who=$1 round=$2 log=$work/r$2-$1.h2load before after parsed
+    local rps answered ok2xx
+    say "round $round: $who: h2c, $H2_REQUESTS requests, $H2_CONNS connections x $H2_STREAMS streams (h2load)"
+    before=$(cpu_ticks "${cpu_pids[@]}")
+    run_h2load "http://127.0.0.1:$h2_port$ROUTE" >"$log" 2>&1 || true
+    after=$(cpu_ticks "${cpu_pids[@]}")
+    # "finished in 5.01s, 19960.12 req/s, ..." / "requests: N total, N started, N done, ..."
+    # / "status codes: N 2xx, ...": prints req/s, done (answered), 2xx.
+    parsed=$(python3 - "$log" <<'PY'
+import re, sys
+text = open(sys.argv[1], errors="replace").read()
+finished = re.search(r"^finished in [^,]+, ([0-9.]+) req/s", text, re.M)
+done = re.search(r"^requests: \d+ total, \d+ started, (\d+) done", text, re.M)
+ok = re.search(r"^status codes: (\d+) 2xx", text, re.M)
+if not (finished and done and ok):
+    sys.exit(1)
+print(finished.group(1), done.group(1), ok.group(1))
+PY
+    ) || parsed=""
+    if [ -z "$parsed" ]; then
+        invalid=1
+        say "INVALID: $who h2c: h2load gave no summary (stopped by timeout?); see $log"
+        return
+    fi
+    read -r rps answered ok2xx <<<"$parsed"
+    if [ "$answered" = 0 ] && [ "$who" = gateway ]; then
+        record "$round" "$who" h2_unsupported 1
+        say "$who: h2c not supported: none of $H2_REQUESTS h2c requests was answered ($(grep -m1 '^requests:' "$log"))"
+        return
+    fi
+    record "$round" "$who" h2_rps "$(awk -v r="$rps" 'BEGIN { printf "%.0f", r }')"
+    record "$round" "$who" non200 "$((answered - ok2xx))"
+    record "$round" "$who" socket_errors "$((H2_REQUESTS - answered))"
+    [ "$answered" = 0 ] || record "$round" "$who" h2_cpu_us "$(us_per_request $((after - before)) "$answered")"
+    if [ "$ok2xx" != "$H2_REQUESTS" ]; then
+        invalid=1
+        say "INVALID: $who h2c: $ok2xx of $H2_REQUESTS requests answered 2xx: $(grep -m1 '^requests:' "$log")"
     fi
 }
 
@@ -422,10 +514,20 @@ mkdir -p "$(dirname "$OUT")"
     echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo) ($(nproc --all) CPUs)"
     echo "kernel=$(uname -r)"
-    echo "gateway=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)"
+    if [ -n "${GATEWAY_BIN:-}" ]; then
+        echo "gateway=$GATEWAY_BIN ($(git -C "$(dirname "$GATEWAY_BIN")" describe --always --dirty 2>/dev/null || echo unknown))"
+    else
+        echo "gateway=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)"
+    fi
     echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
     echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
     echo "oha=$(oha --version | awk '{print $2}')"
+    if [ "$want_h2" = 1 ]; then
+        echo "h2load=$(h2load --version | sed -n 's|.*nghttp2/\([^ ]*\).*|\1|p')"
+        echo "h2_requests=$H2_REQUESTS"
+        echo "h2_conns=$H2_CONNS"
+        echo "h2_streams=$H2_STREAMS"
+    fi
     if [ "$want_redis" = 1 ]; then
         echo "redis=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
     fi

@@ -6,54 +6,42 @@
 //!
 //! # Layout
 //!
-//! Follow one request top to bottom by reading [`stack`]; each step lives in its own module.
+//! One request flows down, never back up: [`server`] accepts it, [`proxy`] is the tower stack
+//! it passes through (read it top to bottom), [`upstream`] sends it to KwikID.
 //!
 //! - [`config`]      raw TOML → validated [`config::Config`], one-line errors naming the key
 //! - [`secret`]      the token: redacting, zeroized, fingerprinted, swappable on reload
-//! - [`server`]      accept loop, connection cap, TLS / mTLS, graceful drain
-//! - `connection`    one caller connection: HTTP/1.1 requests in, answers out
-//! - [`wire`]        HTTP/1.1 framing both sides share: lengths, chunks, heads
-//! - [`stack`]       the request pipeline, one step per line
-//! - [`trusted`]     caller allow-list and caller identity
-//! - [`route`]       path hygiene and the exact route allowlist
-//! - [`body`]        JSON validation of the body
-//! - [`policy`]      `callback_url` host policy
-//! - [`rate_limit`]  per-caller and global buckets, upstream 429 hold, Redis fall-back
-//! - [`shared_limits`] the same buckets shared by every replica through Redis
-//! - [`forward`]     which headers cross the gateway, each way
-//! - [`upstream`]    the pool of HTTPS connections to KwikID, used by the request holding one
+//! - [`server`]      accept loop, connection cap, TLS / mTLS → `Peer`, hyper's HTTP/1.1 and
+//!   HTTP/2 server, graceful drain
+//! - [`proxy`]       the tower stack, one step per file: access log, rescue (every refusal →
+//!   one JSON answer), trust, route, body, policy, limits, forward
+//! - [`rules`]       the pure rules the steps apply: trusted networks, route hygiene, the init
+//!   body, callback hosts, which headers cross
+//! - [`limits`]      per-caller and global governor buckets, KwikID's 429 hold, Redis GCRA
+//! - [`upstream`]    hyper's HTTP/1.1 and HTTP/2 client connections to KwikID under our pool
 //! - [`access_log`]  one JSON line per request; the scrubbing lives here
-//! - [`error`]       every answer the gateway makes itself
 //! - [`logging`]     operational logs on stderr
 //! - [`metrics`]     Prometheus metrics with bounded labels
 //! - [`admin`]       `/healthz`, `/readyz`, `/metrics` on their own listener
 //! - [`reload`]      token rotation from a file, on change and on SIGHUP
 //! - [`tls`]         rustls set-up and throwaway certificates
-//! - [`demo`]        `kwikid-gateway demo`
-//! - [`mock`]        the mock KwikID used by the demo, tests and benchmarks
+//!
+//! The command line (`src/main.rs`, `src/cli/`) and the mock KwikID (`src/bin/kwikid-mock.rs`,
+//! `src/mock/`) are binaries' code, not part of this library.
 
 pub mod access_log;
 pub mod admin;
-pub mod body;
 pub mod config;
-mod connection;
-pub mod demo;
-pub mod error;
-pub mod forward;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod mock;
-pub mod policy;
-pub mod rate_limit;
+pub mod proxy;
 pub mod reload;
-pub mod route;
+pub mod rules;
 pub mod secret;
 pub mod server;
-pub mod shared_limits;
-pub mod stack;
 pub mod tls;
-pub mod trusted;
 pub mod upstream;
-pub mod wire;
 
 pub use server::{Gateway, serve};

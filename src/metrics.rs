@@ -58,6 +58,7 @@ pub struct Metrics {
     upstream_duration: Histogram,
     rate_limited: Family<ScopeLabel, Counter>,
     upstream_errors: Family<KindLabel, Counter>,
+    connection_errors: Family<KindLabel, Counter>,
     in_flight: Gauge,
     token_reloads: Family<ResultLabel, Counter>,
     token_info: Family<FingerprintLabel, Gauge>,
@@ -87,6 +88,7 @@ impl Metrics {
             upstream_duration: latency_buckets(),
             rate_limited: Family::default(),
             upstream_errors: Family::default(),
+            connection_errors: Family::default(),
             in_flight: Gauge::default(),
             token_reloads: Family::default(),
             token_info: Family::default(),
@@ -122,6 +124,11 @@ impl Metrics {
             "upstream_errors",
             "Failed exchanges with KwikID, by kind",
             metrics.upstream_errors.clone(),
+        );
+        registry.register(
+            "connection_errors",
+            "Caller connections that hyper ended with an error of its own (malformed, too large or too slow heads, broken connections), by kind",
+            metrics.connection_errors.clone(),
         );
         registry.register(
             "in_flight",
@@ -214,6 +221,14 @@ impl Metrics {
 
     pub fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    /// A caller connection that ended in an error hyper answered or saw by itself;
+    /// `kind` is one of a fixed few.
+    pub fn connection_error(&self, kind: &'static str) {
+        self.connection_errors
             .get_or_create(&KindLabel { kind })
             .inc();
     }

@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::route::DIGILOCKER_INIT;
+use crate::rules::route::DIGILOCKER_INIT;
 
 /// How the mock misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -4,7 +4,7 @@ mod support;
 
 use std::path::Path;
 
-use kwikid_gateway::body::parse_init;
+use kwikid_gateway::rules::body::parse_init;
 use kwikid_gateway::config::Config;
 use support::*;
 

@@ -7,7 +7,7 @@
 //! `fuzz/seeds/body_validator/regression_not_utf8`, test `tests/fuzz_findings.rs`).
 #![no_main]
 
-use kwikid_gateway::body::parse_init;
+use kwikid_gateway::rules::body::parse_init;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use kwikid_gateway::config::Config;
-use kwikid_gateway::route::is_clean_path;
+use kwikid_gateway::rules::route::is_clean_path;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

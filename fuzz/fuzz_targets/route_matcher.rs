@@ -15,7 +15,7 @@
 
 use arbitrary::Arbitrary;
 use http::Method;
-use kwikid_gateway::route::{
+use kwikid_gateway::rules::route::{
     DIGILOCKER_INIT, Miss, Route, is_clean_path, match_route, split_target,
 };
 use libfuzzer_sys::fuzz_target;

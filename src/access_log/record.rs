@@ -1,13 +1,10 @@
-//! The access log: one JSON line per request on stdout, written by one thread so the request
-//! path never waits for the terminal.
+//! One access-log record and its rendering as one JSON line.
 //!
 //! The scrubbing lives here and only here. The line is built from named fields — never from a
 //! request, a header map or a response body — so the token and `redirection_url` have no way
 //! in, and any caller-chosen field that contains the token in a revealing form is replaced.
 
 use std::io::Write;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::secret::LoadedToken;
@@ -79,7 +76,7 @@ pub fn render(record: &AccessRecord<'_>, token: &LoadedToken) -> Vec<u8> {
 
 /// [`render`], appending to `out`. Written by hand rather than through serde: it runs once
 /// per request, and the fields are few and fixed.
-fn render_into(out: &mut Vec<u8>, record: &AccessRecord<'_>, token: &LoadedToken) {
+pub(super) fn render_into(out: &mut Vec<u8>, record: &AccessRecord<'_>, token: &LoadedToken) {
     out.extend_from_slice(b"{\"ts\":\"");
     timestamp(out, SystemTime::now());
     out.extend_from_slice(b"\",\"request_id\":");
@@ -119,15 +116,18 @@ fn render_into(out: &mut Vec<u8>, record: &AccessRecord<'_>, token: &LoadedToken
     out.extend_from_slice(b"}\n");
 }
 
-/// A JSON string: quotes, backslashes and control characters escaped, the rest as is (the
-/// input is UTF-8 already).
+/// A JSON string that stays on one physical line under any line splitter: quotes,
+/// backslashes, every control character (C0, DEL and C1, NEL among them) and the Unicode
+/// line and paragraph separators (U+2028, U+2029) are escaped; the rest is copied as is (the
+/// input is UTF-8 already). RFC 8259 §7 requires only C0 to be escaped; the others are
+/// line ends to JavaScript, Python's `str.splitlines` and many log shippers.
 fn json_str(out: &mut Vec<u8>, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = text.as_bytes();
     // Almost every field needs no escaping; this check has no early exit, so it vectorizes.
+    // 0xC2 leads U+0080..U+00BF (C1 among them), 0xE2 leads U+2000..U+2FFF (the separators).
     let needs_escape = bytes.iter().fold(false, |any, &b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        any | (b < 0x20) | (b == b'"') | (b == b'\\') | (b == 0x7f) | (b == 0xc2) | (b == 0xe2)
     });
     if !needs_escape {
         out.extend_from_slice(bytes);
@@ -135,28 +135,25 @@ fn json_str(out: &mut Vec<u8>, text: &str) {
         return;
     }
     let mut plain = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escaped: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => &[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ],
+    for (i, c) in text.char_indices() {
+        let short: &[u8] = match c {
+            '"' => b"\\\"",
+            '\\' => b"\\\\",
+            '\n' => b"\\n",
+            '\r' => b"\\r",
+            '\t' => b"\\t",
+            '\u{8}' => b"\\b",
+            '\u{c}' => b"\\f",
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => b"",
             _ => continue,
         };
         out.extend_from_slice(&bytes[plain..i]);
-        out.extend_from_slice(escaped);
-        plain = i + 1;
+        if short.is_empty() {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.extend_from_slice(short);
+        }
+        plain = i + c.len_utf8();
     }
     out.extend_from_slice(&bytes[plain..]);
     out.push(b'"');
@@ -237,96 +234,6 @@ fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
         b'0' + (ms % 10) as u8,
         b'Z',
     ]);
-}
-
-/// Past this many bytes waiting, the writer is woken at once.
-const WAKE_AT: usize = 32 * 1024;
-/// Otherwise waiting lines are written at most this late.
-const FLUSH_EVERY: Duration = Duration::from_millis(50);
-
-/// Lines waiting for the writer thread.
-#[derive(Default)]
-struct Pending {
-    lines: Vec<u8>,
-    closed: bool,
-}
-
-/// The access log. Requests append their line to a shared buffer; one writer thread writes
-/// it out in batches, so a busy gateway pays one `write` per batch instead of one per
-/// request (or a thread wake-up per request), and never waits for the terminal. Nothing is
-/// dropped: the buffer grows if the output stalls.
-pub struct AccessLog {
-    pending: Arc<(Mutex<Pending>, Condvar)>,
-    writer: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl AccessLog {
-    /// Writes to stdout.
-    pub fn stdout() -> Self {
-        Self::to_writer(std::io::stdout())
-    }
-
-    pub fn to_writer(mut output: impl Write + Send + 'static) -> Self {
-        let pending = Arc::new((Mutex::new(Pending::default()), Condvar::new()));
-        let shared = pending.clone();
-        let writer = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || {
-                let (lock, wake) = &*shared;
-                let mut batch = Vec::with_capacity(2 * WAKE_AT);
-                loop {
-                    let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
-                    while p.lines.is_empty() && !p.closed {
-                        p = wake.wait(p).unwrap_or_else(|e| e.into_inner());
-                    }
-                    if p.lines.len() < WAKE_AT && !p.closed {
-                        p = wake
-                            .wait_timeout(p, FLUSH_EVERY)
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0;
-                    }
-                    std::mem::swap(&mut p.lines, &mut batch);
-                    let done = p.closed && batch.is_empty();
-                    drop(p);
-                    if done {
-                        break;
-                    }
-                    let _ = output.write_all(&batch);
-                    let _ = output.flush();
-                    batch.clear();
-                }
-            })
-            .ok();
-        Self {
-            pending,
-            writer: Mutex::new(writer),
-        }
-    }
-
-    pub fn write(&self, record: &AccessRecord<'_>, token: &LoadedToken) {
-        let (lock, wake) = &*self.pending;
-        let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
-        if p.closed {
-            return;
-        }
-        let was_empty = p.lines.is_empty();
-        render_into(&mut p.lines, record, token);
-        if was_empty || p.lines.len() >= WAKE_AT {
-            wake.notify_one();
-        }
-    }
-
-    /// Writes out every waiting line and stops the writer; later records are dropped.
-    pub fn close(&self) {
-        let (lock, wake) = &*self.pending;
-        lock.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
-        wake.notify_one();
-        if let Ok(mut writer) = self.writer.lock()
-            && let Some(handle) = writer.take()
-        {
-            let _ = handle.join();
-        }
-    }
 }
 
 #[cfg(test)]

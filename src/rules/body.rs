@@ -1,10 +1,9 @@
-//! The request body, once read (see [`crate::connection`]), checked as DigiLocker init JSON.
+//! The request body, once read, checked as DigiLocker init JSON (KwikID's page: both fields
+//! optional strings).
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
-
-use crate::error::Reject;
 
 /// The fields of a DigiLocker init body that the gateway looks at. Other keys pass through.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
@@ -16,22 +15,21 @@ pub struct InitBody<'a> {
 }
 
 /// A JSON object whose `handshake_id` and `callback_url`, when present, are strings or null.
-pub fn parse_init(body: &[u8]) -> Result<InitBody<'_>, Reject> {
+///
+/// # Errors
+/// The sentence the caller's `400 invalid_body` carries.
+pub fn parse_init(body: &[u8]) -> Result<InitBody<'_>, &'static str> {
     // serde would also accept a JSON array for a struct; only an object is a valid body.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(Reject::InvalidBody(
-            "The request body must be a JSON object.",
-        ));
+        return Err("The request body must be a JSON object.");
     }
     // JSON is UTF-8 (RFC 8259 §8.1); serde_json does not check the values it skips, so a
     // body with other bytes in a field the gateway ignores would otherwise reach KwikID.
     if std::str::from_utf8(body).is_err() {
-        return Err(Reject::InvalidBody("The request body must be UTF-8 JSON."));
+        return Err("The request body must be UTF-8 JSON.");
     }
     serde_json::from_slice(body).map_err(|_| {
-        Reject::InvalidBody(
-            "The request body must be a JSON object whose handshake_id and callback_url are strings or null.",
-        )
+        "The request body must be a JSON object whose handshake_id and callback_url are strings or null."
     })
 }
 

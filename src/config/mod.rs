@@ -15,8 +15,8 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::CallbackPolicy;
-use crate::route::{self, Route};
+use crate::rules::policy::CallbackPolicy;
+use crate::rules::route::{self, Route};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -583,7 +583,8 @@ impl RawListenTls {
         let mut server = builder
             .with_single_cert(chain, key)
             .map_err(|e| ConfigError::at(path, "listen.tls.key_file", e))?;
-        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // RFC 7301: callers pick HTTP/2 or HTTP/1.1; the same limits hold on both.
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(ListenTls {
             server: std::sync::Arc::new(server),
             mutual: self.client_ca_file.is_some(),
@@ -731,7 +732,7 @@ impl RawRateLimit {
                     "is not a valid header name",
                 )
             })?;
-        if crate::forward::is_reserved_request_header(&caller_header) {
+        if crate::rules::headers::is_reserved_request_header(&caller_header) {
             return Err(ConfigError::at(
                 path,
                 "rate_limit.caller_header",

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::{Rate, RedisLimits};
-use crate::rate_limit::{Limited, Scope};
+use super::{Limited, Scope};
 
 const PREFIX: &str = "kwikid-gateway:{limits}:";
 
@@ -157,7 +157,7 @@ impl SharedBuckets {
         let wait = Duration::from_micros(verdict.1);
         Ok(Some(Limited {
             scope,
-            retry_after_secs: crate::rate_limit::retry_after_secs(wait),
+            retry_after_secs: super::retry_after_secs(wait),
         }))
     }
 

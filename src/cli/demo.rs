@@ -17,16 +17,17 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::access_log::AccessLog;
-use crate::config::{Config, RawConfig};
-use crate::mock::Mock;
-use crate::secret::Token;
-use crate::{Gateway, logging, route, server, tls};
+use kwikid_gateway::access_log::AccessLog;
+use kwikid_gateway::config::{Config, RawConfig};
+use kwikid_gateway::mock::Mock;
+use kwikid_gateway::rules::route;
+use kwikid_gateway::secret::Token;
+use kwikid_gateway::{Gateway, logging, server, tls};
 
 const SAMPLE_BODY: &str =
     r#"{"handshake_id":"demo-session-1","callback_url":"https://app.example.com/dl/cb"}"#;
 
-pub async fn run() -> ExitCode {
+pub(crate) async fn run() -> ExitCode {
     match demo().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -63,7 +64,7 @@ async fn demo() -> Result<(), String> {
 
     let mut raw = RawConfig::default();
     raw.upstream.base_url = format!("https://localhost:{}", mock.addr.port());
-    raw.routes = vec![crate::config::RawRoute {
+    raw.routes = vec![kwikid_gateway::config::RawRoute {
         method: "POST".into(),
         path: route::DIGILOCKER_INIT.into(),
     }];

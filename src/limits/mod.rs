@@ -1,8 +1,10 @@
-//! Rate limits: each caller's share first, then the KwikID account's ceiling, so a caller
+//! Rate limits (the verdict, the local governor buckets, KwikID's 429 hold): each caller's share first, then the KwikID account's ceiling, so a caller
 //! over its own share never spends the account's permits.
 //!
 //! governor has no refund: when the caller's bucket passes and the global one refuses, the
 //! caller's permit is spent. That is the price of checking the caller first.
+
+pub mod redis;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +15,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 
 use crate::config::{OnRedisError, Rate, RateLimit};
 use crate::metrics::Metrics;
-use crate::shared_limits::SharedBuckets;
+use self::redis::SharedBuckets;
 
 /// Which bucket refused a request; a bounded metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,7 +72,7 @@ pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
 }
 
 impl RateLimits {
-    pub fn new(config: &RateLimit) -> Result<Self, redis::RedisError> {
+    pub fn new(config: &RateLimit) -> Result<Self, ::redis::RedisError> {
         let shared = match &config.redis {
             None => None,
             Some(redis) => Some((
@@ -146,12 +148,12 @@ impl RateLimits {
         shared: &SharedBuckets,
         caller: &str,
         metrics: &Metrics,
-    ) -> Result<Result<(), Limited>, crate::shared_limits::RedisFailure> {
+    ) -> Result<Result<(), Limited>, self::redis::RedisFailure> {
         let deadline = Instant::now() + self.max_wait;
         loop {
             let started = Instant::now();
             let verdict = shared.check(caller).await;
-            if !matches!(verdict, Err(crate::shared_limits::RedisFailure::BackingOff)) {
+            if !matches!(verdict, Err(self::redis::RedisFailure::BackingOff)) {
                 metrics.redis_call(
                     started.elapsed(),
                     verdict.as_ref().err().map(|f| f.as_str()),
@@ -259,28 +261,47 @@ impl RateLimits {
     }
 }
 
-/// How long KwikID asked us to back off: `Retry-After` as seconds or an HTTP date; 1 s when
-/// absent or unreadable, at most an hour.
+/// The longest hold KwikID's `Retry-After` can put on the account.
+const MAX_UPSTREAM_HOLD: Duration = Duration::from_secs(3600);
+
+/// How long KwikID asked us to back off: `Retry-After` as delay-seconds or an HTTP date
+/// (RFC 9110 §10.2.3); 1 s when absent or unreadable, at most an hour. Delay-seconds too
+/// large for any integer type saturate at the hour: a bigger number never means a shorter
+/// hold.
 pub fn upstream_retry_after(value: Option<&[u8]>) -> Duration {
     let parsed = value
         .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::trim)
         .and_then(|v| {
-            let v = v.trim();
-            v.parse::<u64>().ok().map(Duration::from_secs).or_else(|| {
-                httpdate::parse_http_date(v).ok().map(|at| {
-                    at.duration_since(std::time::SystemTime::now())
-                        .unwrap_or(Duration::ZERO)
-                })
+            if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                return Some(v.parse::<u64>().map_or(MAX_UPSTREAM_HOLD, Duration::from_secs));
+            }
+            httpdate::parse_http_date(v).ok().map(|at| {
+                at.duration_since(std::time::SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
             })
         });
     parsed
         .unwrap_or(Duration::from_secs(1))
-        .clamp(Duration::from_secs(1), Duration::from_secs(3600))
+        .clamp(Duration::from_secs(1), MAX_UPSTREAM_HOLD)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Guards against a huge `Retry-After` falling back to the 1 s default (an overflow must
+    /// hold the longest, never the shortest).
+    #[test]
+    fn huge_retry_after_saturates_at_the_cap() {
+        for huge in [&b"18446744073709551616"[..], b"99999999999999999999999", b"18446744073709551615"] {
+            assert_eq!(upstream_retry_after(Some(huge)), MAX_UPSTREAM_HOLD);
+        }
+        assert_eq!(upstream_retry_after(Some(b"7")), Duration::from_secs(7));
+        assert_eq!(upstream_retry_after(Some(b"-5")), Duration::from_secs(1));
+        assert_eq!(upstream_retry_after(None), Duration::from_secs(1));
+    }
+
 
     fn limits(per_caller: Rate, global: Rate, max_wait: Duration) -> RateLimits {
         RateLimits::new(&RateLimit {

@@ -1,0 +1,13 @@
+//! The access log: one JSON line per request on stdout, written by one thread so the request
+//! path never waits for the terminal.
+//!
+//! - [`record`]: the fields of one request and their rendering; the scrubbing lives there
+//!   and only there.
+//! - [`writer`]: the batching writer thread.
+
+mod record;
+mod writer;
+
+pub use record::{AccessRecord, render};
+pub(crate) use record::scrub;
+pub use writer::AccessLog;

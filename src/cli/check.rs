@@ -1,0 +1,68 @@
+//! `kwikid-gateway check`: validate the config and the token source, print the effective
+//! config with the token shown as `[REDACTED]`; exit 0, or 2 with one line naming the key.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use kwikid_gateway::config::{Config, RawConfig, redact_url};
+use kwikid_gateway::limits::RateLimits;
+use kwikid_gateway::secret::Token;
+
+/// A bad config or token: one line on stderr, exit 2.
+pub(crate) fn bad_config(line: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{}", kwikid_gateway::config::one_line(&line.to_string()));
+    ExitCode::from(2)
+}
+
+pub(crate) fn load(path: &Path) -> Result<(RawConfig, Config, Token), ExitCode> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad_config(format!("{}: cannot read: {e}", path.display())))?;
+    let raw = RawConfig::parse(path, &text).map_err(bad_config)?;
+    let config = raw.clone().validate(path).map_err(bad_config)?;
+    let token = Token::read(&config.token)
+        .map_err(|e| bad_config(format!("{}: token: {e}", path.display())))?;
+    Ok((raw, config, token))
+}
+
+pub(crate) fn check(path: &Path) -> ExitCode {
+    let (mut raw, config, token) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    if config.rate_limit.redis.is_some()
+        && let Err(reason) = reach_redis(&config)
+    {
+        return bad_config(format!(
+            "{}: rate_limit.redis_url: Redis does not answer ({reason})",
+            path.display()
+        ));
+    }
+    raw.rate_limit.redis_url = raw.rate_limit.redis_url.as_deref().map(redact_url);
+    let effective = match toml::to_string(&raw) {
+        Ok(text) => text,
+        Err(e) => {
+            return bad_config(format!(
+                "{}: cannot print the effective config: {e}",
+                path.display()
+            ));
+        }
+    };
+    println!("# {}: OK", path.display());
+    println!("# token: {token} (token_id {})", token.fingerprint());
+    print!("{effective}");
+    ExitCode::SUCCESS
+}
+
+/// `check` with `backend = "redis"`: one PING through the same client the gateway uses.
+fn reach_redis(config: &Config) -> Result<(), String> {
+    let runtime = super::runtime().ok_or("no runtime")?;
+    runtime.block_on(async {
+        let limits = RateLimits::new(&config.rate_limit)
+            .map_err(|_| "cannot create the client".to_owned())?;
+        match limits.ping_shared().await {
+            Some(Err(kind)) => Err(kind.to_owned()),
+            _ => Ok(()),
+        }
+    })
+}
+

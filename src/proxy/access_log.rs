@@ -1,0 +1,214 @@
+//! Step 1, request id and access log: outermost, so every answer gets its line and
+//! `x-request-id`, and a request whose caller left before its answer still gets one, as
+//! `499 client_closed` (nginx's convention).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request};
+use http_body::Body;
+use http_body_util::Full;
+
+use super::exchange::{Exchange, Peer};
+use super::{Answer, X_REQUEST_ID};
+use crate::access_log::{AccessLog, AccessRecord};
+use crate::metrics::Metrics;
+use crate::rules::route::Route;
+use crate::rules::trusted;
+use crate::secret::TokenStore;
+
+/// Status and outcome of a request whose caller left before the answer.
+const CLIENT_CLOSED: (u16, &str) = (499, "client_closed");
+
+/// Longest caller-sent `x-request-id` kept; longer ones are replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// What every request's line needs, shared by all connections.
+pub struct Recorder {
+    pub sink: Arc<AccessLog>,
+    pub metrics: Arc<Metrics>,
+    pub token: Arc<TokenStore>,
+    /// For the metric's `route` label: the matched route's configured path.
+    pub routes: Arc<[Route]>,
+    pub caller_header: HeaderName,
+}
+
+/// One per connection: the peer is the connection's.
+#[derive(Clone)]
+pub struct AccessLogLayer {
+    recorder: Arc<Recorder>,
+    peer: Peer,
+}
+
+impl AccessLogLayer {
+    pub fn new(recorder: Arc<Recorder>, peer: Peer) -> Self {
+        Self { recorder, peer }
+    }
+}
+
+impl<S> tower::Layer<S> for AccessLogLayer {
+    type Service = AccessLogStep<S>;
+
+    fn layer(&self, inner: S) -> AccessLogStep<S> {
+        AccessLogStep {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AccessLogStep<S> {
+    inner: S,
+    layer: AccessLogLayer,
+}
+
+impl<S, B> tower::Service<Request<B>> for AccessLogStep<S>
+where
+    S: tower::Service<Request<B>, Response = Answer, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Answer;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let AccessLogLayer { recorder, peer } = &self.layer;
+        let headers = request.headers();
+        let caller = match &peer.certificate_name {
+            Some(name) => Box::from(&**name),
+            None => trusted::caller_name(
+                headers.get(&recorder.caller_header).map(HeaderValue::as_bytes),
+                peer.addr,
+            )
+            .into_boxed_str(),
+        };
+        let exchange = Exchange::new(request_id(headers.get(X_REQUEST_ID)), caller, peer.trusted);
+        request.extensions_mut().insert(exchange.clone());
+        let mut line = Line {
+            recorder: recorder.clone(),
+            peer: peer.addr,
+            method: request.method().clone(),
+            path: request.uri().path().into(),
+            started: Instant::now(),
+            exchange,
+            recorded: false,
+        };
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let metrics = line.recorder.metrics.clone();
+            let _in_flight = metrics.in_flight();
+            let Ok(mut answer) = answer.await;
+            answer
+                .headers_mut()
+                .insert(X_REQUEST_ID, line.exchange.request_id.clone());
+            let bytes_out = answer.body().size_hint().exact().unwrap_or(0);
+            if line.method == Method::HEAD {
+                // A HEAD answer is the head a GET would get: its length, no body bytes
+                // (RFC 9110 §9.3.2).
+                answer
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes_out));
+                *answer.body_mut() = Full::new(Bytes::new());
+            }
+            line.record(answer.status().as_u16(), usize::try_from(bytes_out).unwrap_or(0));
+            Ok(answer)
+        })
+    }
+}
+
+/// The request's line, written once: when the answer is ready, or, if the future is dropped
+/// first (the caller hung up), as 499.
+struct Line {
+    recorder: Arc<Recorder>,
+    peer: std::net::SocketAddr,
+    method: Method,
+    path: Box<str>,
+    started: Instant,
+    exchange: Arc<Exchange>,
+    recorded: bool,
+}
+
+impl Line {
+    fn record(&mut self, status: u16, bytes_out: usize) {
+        self.recorded = true;
+        let trail = self.exchange.trail();
+        let outcome = match trail.outcome {
+            Some(code) => code,
+            None if status == CLIENT_CLOSED.0 => CLIENT_CLOSED.1,
+            None => "forwarded",
+        };
+        let recorder = &*self.recorder;
+        let elapsed = self.started.elapsed();
+        let route = trail.route.and_then(|i| recorder.routes.get(i)).map(|r| &r.path);
+        recorder.metrics.request(route, status, outcome, elapsed);
+        let token = trail.token.unwrap_or_else(|| recorder.token.current());
+        recorder.sink.write(
+            &AccessRecord {
+                request_id: self.exchange.request_id.to_str().unwrap_or_default(),
+                caller: &self.exchange.caller,
+                peer: self.peer,
+                method: self.method.as_str(),
+                path: &self.path,
+                status,
+                upstream_status: if trail.outcome.is_none() { trail.upstream_status } else { None },
+                outcome,
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                upstream_ms: trail.upstream_ms,
+                bytes_in: trail.bytes_in,
+                bytes_out,
+                handshake_id: trail.handshake_id.as_deref(),
+            },
+            &token,
+        );
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.record(CLIENT_CLOSED.0, 0);
+        }
+    }
+}
+
+/// The caller's `x-request-id` when it is 1–128 visible ASCII characters, else a new ULID.
+fn request_id(sent: Option<&HeaderValue>) -> HeaderValue {
+    sent.filter(|v| {
+        !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.as_bytes().iter().all(u8::is_ascii_graphic)
+    })
+    .cloned()
+    .unwrap_or_else(|| {
+        let mut text = [0u8; ulid::ULID_LEN];
+        HeaderValue::from_str(ulid::Ulid::generate().array_to_str(&mut text))
+            .unwrap_or(HeaderValue::from_static("-"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards against a caller-chosen id that could break a log line or a header being kept,
+    /// and a sane one being replaced.
+    #[test]
+    fn sane_request_ids_are_kept_others_replaced() {
+        let kept = request_id(Some(&HeaderValue::from_static("abc-123")));
+        assert_eq!(kept, "abc-123");
+        for bad in ["", "has space", "tab\there"] {
+            let replaced = request_id(Some(&HeaderValue::from_str(bad).unwrap()));
+            assert_eq!(replaced.len(), 26, "{bad}");
+        }
+        let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
+        assert_eq!(request_id(Some(&long)).len(), 26);
+        assert_eq!(request_id(None).len(), 26);
+    }
+}

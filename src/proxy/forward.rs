@@ -1,0 +1,110 @@
+//! Step 7, forward: the caller's credentials and topology stripped, the token inserted, one
+//! deadline over the whole exchange with KwikID, and KwikID's answer returned unchanged (less
+//! hop-by-hop headers). KwikID's own 429 closes the account's bucket until its `Retry-After`.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::header::{self, HeaderName};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+
+use super::body::JsonBody;
+use super::exchange::Exchange;
+use super::rescue::Reject;
+use super::{Answer, Step};
+use crate::access_log;
+use crate::limits::{self, RateLimits};
+use crate::metrics::Metrics;
+use crate::rules::headers;
+use crate::secret::TokenStore;
+use crate::upstream::{Upstream, UpstreamError};
+
+/// The innermost service: sends to KwikID. `502 upstream_unavailable` when KwikID could not
+/// be reached or broke off, `504 upstream_timeout` past `request_timeout` (SPEC §4).
+#[derive(Clone)]
+pub struct Forward {
+    pub upstream: Arc<Upstream>,
+    pub token: Arc<TokenStore>,
+    pub limits: Arc<RateLimits>,
+    pub metrics: Arc<Metrics>,
+    /// Never forwarded: it names the caller to the gateway only.
+    pub caller_header: HeaderName,
+}
+
+impl tower::Service<Request<JsonBody>> for Forward {
+    type Response = Answer;
+    type Error = Reject;
+    type Future = Step;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Reject>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<JsonBody>) -> Step {
+        let this = self.clone();
+        Box::pin(async move { this.forward(request).await })
+    }
+}
+
+impl Forward {
+    async fn forward(self, request: Request<JsonBody>) -> Result<Answer, Reject> {
+        let exchange = Exchange::of(&request);
+        let (parts, body) = request.into_parts();
+        let mut outgoing = headers::request_headers(&parts.headers, &self.caller_header);
+        let token = self.token.current();
+        let logged_id = match &exchange {
+            Some(exchange) => {
+                outgoing.insert(super::X_REQUEST_ID, exchange.request_id.clone());
+                access_log::scrub(exchange.request_id.to_str().unwrap_or_default(), &token)
+                    .to_owned()
+            }
+            None => String::new(),
+        };
+        tracing::trace!(request_id = logged_id, "forwarding to KwikID");
+        let sent = Instant::now();
+        let answer = self
+            .upstream
+            .send(
+                parts.method,
+                parts.uri.path(),
+                parts.uri.query(),
+                outgoing,
+                &token.header,
+                body.bytes,
+            )
+            .await;
+        let upstream_time = sent.elapsed();
+        self.metrics.upstream(upstream_time);
+        let status = answer.as_ref().ok().map(|a| a.status().as_u16());
+        if let Some(exchange) = &exchange {
+            exchange.note(|trail| {
+                trail.upstream_ms = Some(upstream_time.as_secs_f64() * 1000.0);
+                trail.upstream_status = status;
+                trail.token = Some(token.clone());
+            });
+        }
+        let answer = answer.map_err(|e| {
+            self.metrics.upstream_error(e.kind());
+            tracing::warn!(request_id = logged_id, kind = e.kind(), "upstream request failed");
+            match e {
+                UpstreamError::Timeout => Reject::UpstreamTimeout,
+                _ => Reject::UpstreamUnavailable,
+            }
+        })?;
+
+        let (mut parts, bytes) = answer.into_parts();
+        if parts.status == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = parts.headers.get(header::RETRY_AFTER).map(|v| v.as_bytes());
+            let hold = limits::upstream_retry_after(retry_after);
+            tracing::warn!(
+                hold_secs = hold.as_secs(),
+                "KwikID answered 429; holding the global bucket closed"
+            );
+            self.limits.hold_after_upstream_429(hold).await;
+        }
+        headers::strip_response_headers(&mut parts.headers);
+        Ok(http::Response::from_parts(parts, Full::new(bytes)))
+    }
+}

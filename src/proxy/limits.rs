@@ -1,0 +1,105 @@
+//! Step 6, limits: the caller's share, then the KwikID account's ceiling (governor buckets,
+//! or the shared GCRA in Redis), and KwikID's own 429 hold.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Request;
+
+use super::body::JsonBody;
+use super::exchange::Exchange;
+use super::rescue::Reject;
+use super::{Answer, Step};
+use crate::limits::RateLimits;
+use crate::metrics::Metrics;
+
+/// `429 rate_limited` with `Retry-After` in whole seconds, rounded up, ≥ 1 (SPEC §4).
+#[derive(Clone)]
+pub struct LimitsLayer {
+    limits: Arc<RateLimits>,
+    metrics: Arc<Metrics>,
+}
+
+impl LimitsLayer {
+    pub fn new(limits: Arc<RateLimits>, metrics: Arc<Metrics>) -> Self {
+        Self { limits, metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for LimitsLayer {
+    type Service = LimitsStep<S>;
+
+    fn layer(&self, inner: S) -> LimitsStep<S> {
+        LimitsStep {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct LimitsStep<S> {
+    inner: S,
+    layer: LimitsLayer,
+}
+
+impl<S> tower::Service<Request<JsonBody>> for LimitsStep<S>
+where
+    S: tower::Service<Request<JsonBody>, Response = Answer, Error = Reject> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Answer;
+    type Error = Reject;
+    type Future = Step;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Reject>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<JsonBody>) -> Step {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let LimitsLayer { limits, metrics } = self.layer.clone();
+        Box::pin(async move {
+            let caller = Exchange::of(&request).map_or_else(|| "".into(), |e| e.caller.clone());
+            limits
+                .acquire(&caller, &metrics)
+                .await
+                .map_err(|limited| {
+                    tracing::debug!(scope = limited.scope.as_str(), "rate limited");
+                    metrics.rate_limited(limited.scope.as_str());
+                    Reject::RateLimited {
+                        retry_after_secs: limited.retry_after_secs,
+                    }
+                })?;
+            inner.call(request).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::tests::{config, ok};
+    use tower::{Layer, Service, ServiceExt};
+
+    /// Guards against a caller over its share reaching KwikID, and against a 429 without a
+    /// usable `Retry-After`.
+    #[tokio::test]
+    async fn a_caller_past_its_burst_gets_429() {
+        let config = config("[rate_limit]\nper_caller = { per_second = 1, burst = 2 }\n");
+        let layer = LimitsLayer::new(
+            Arc::new(RateLimits::new(&config.rate_limit).unwrap()),
+            Arc::new(Metrics::new()),
+        );
+        let mut service = layer.layer(ok());
+        for _ in 0..2 {
+            let (request, _) = Exchange::for_test(Request::new(JsonBody::default()));
+            let answer = service.ready().await.unwrap().call(request).await;
+            assert_eq!(answer.unwrap().status(), 200);
+        }
+        let (request, _) = Exchange::for_test(Request::new(JsonBody::default()));
+        let refused = service.oneshot(request).await.unwrap_err();
+        assert_eq!(refused, Reject::RateLimited { retry_after_secs: 1 });
+    }
+}

@@ -1,0 +1,248 @@
+//! Every answer the gateway makes itself: one enum, one mapping to status, code and body,
+//! and the layer that applies it.
+//!
+//! Bodies are fixed sentences. Nothing the caller sent and nothing KwikID answered is ever
+//! echoed, so an error body can carry neither the token nor a `redirection_url`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+
+use super::exchange::Exchange;
+
+/// Header that marks a response as the gateway's own, with the error code as value.
+pub const GATEWAY_ERROR: &str = "x-gateway-error";
+
+/// Why the gateway answered instead of KwikID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reject {
+    CallerNotAllowed,
+    NoRoute,
+    MethodNotAllowed {
+        allow: HeaderValue,
+    },
+    BodyTooLarge,
+    /// The body did not arrive within `request_timeout`.
+    BodyTimeout,
+    InvalidBody(&'static str),
+    CallbackNotAllowed,
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    /// The body broke off, or its framing is malformed.
+    BodyUnreadable,
+}
+
+impl Reject {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::CallerNotAllowed => 403,
+            Self::NoRoute => 404,
+            Self::MethodNotAllowed { .. } => 405,
+            Self::BodyTooLarge => 413,
+            Self::BodyTimeout => 408,
+            Self::InvalidBody(_) | Self::BodyUnreadable => 400,
+            Self::CallbackNotAllowed => 422,
+            Self::RateLimited { .. } => 429,
+            Self::UpstreamUnavailable => 502,
+            Self::UpstreamTimeout => 504,
+        }
+    }
+
+    /// The `x-gateway-error` value and the access log's `outcome`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::CallerNotAllowed => "caller_not_allowed",
+            Self::NoRoute => "no_route",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::BodyTooLarge => "body_too_large",
+            Self::BodyTimeout => "body_timeout",
+            Self::InvalidBody(_) | Self::BodyUnreadable => "invalid_body",
+            Self::CallbackNotAllowed => "callback_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    fn sentence(&self) -> &'static str {
+        match self {
+            Self::CallerNotAllowed => "This caller is not allowed to use the gateway.",
+            Self::NoRoute => "No route matches this path.",
+            Self::MethodNotAllowed { .. } => "This method is not allowed on this path.",
+            Self::BodyTooLarge => "The request body is larger than the gateway accepts.",
+            Self::BodyTimeout => "The request body did not arrive in time.",
+            Self::InvalidBody(why) => why,
+            Self::CallbackNotAllowed => "callback_url is not an https URL on an allowed host.",
+            Self::RateLimited { .. } => {
+                "Too many requests; retry after the number of seconds in Retry-After."
+            }
+            Self::UpstreamUnavailable => "KwikID could not be reached or did not answer properly.",
+            Self::UpstreamTimeout => "KwikID did not answer in time.",
+            Self::BodyUnreadable => "The request body could not be read.",
+        }
+    }
+
+    /// The whole answer: JSON `{"error": "<sentence>"}`, `x-gateway-error: <code>`, and
+    /// `Allow` (405) or `Retry-After` (429, whole seconds) where the status calls for it.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let sentence = self.sentence();
+        let mut body = Vec::with_capacity(BODY_PREFIX.len() + sentence.len() + BODY_SUFFIX.len());
+        body.extend_from_slice(BODY_PREFIX);
+        // The sentences are fixed ASCII with nothing JSON must escape (a test checks it).
+        body.extend_from_slice(sentence.as_bytes());
+        body.extend_from_slice(BODY_SUFFIX);
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(GATEWAY_ERROR, HeaderValue::from_static(self.code()));
+        match self {
+            Self::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, allow);
+            }
+            Self::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            _ => {}
+        }
+        response
+    }
+
+    /// The length of the body [`Self::into_response`] writes.
+    pub fn body_len(&self) -> usize {
+        BODY_PREFIX.len() + self.sentence().len() + BODY_SUFFIX.len()
+    }
+}
+
+/// Turns every [`Reject`] from the steps below into the gateway's own answer, in this one
+/// place (linkerd2-proxy's `HttpRescue`), and notes its code for the access log.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RescueLayer;
+
+impl<S> tower::Layer<S> for RescueLayer {
+    type Service = Rescue<S>;
+
+    fn layer(&self, inner: S) -> Rescue<S> {
+        Rescue { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Rescue<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<Request<B>> for Rescue<S>
+where
+    S: tower::Service<Request<B>, Response = Response<Full<Bytes>>, Error = Reject>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The steps below are always ready (they hold no capacity of their own).
+        self.inner.poll_ready(cx).map(|_| Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let exchange = Exchange::of(&request);
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            Ok(answer.await.unwrap_or_else(|reject| {
+                if let Some(exchange) = exchange {
+                    exchange.refused(reject.code());
+                }
+                reject.into_response()
+            }))
+        })
+    }
+}
+
+const BODY_PREFIX: &[u8] = b"{\"error\":\"";
+const BODY_SUFFIX: &[u8] = b"\"}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tower::{Layer, ServiceExt};
+
+    fn every() -> Vec<Reject> {
+        vec![
+            Reject::CallerNotAllowed,
+            Reject::NoRoute,
+            Reject::MethodNotAllowed {
+                allow: HeaderValue::from_static("POST"),
+            },
+            Reject::BodyTooLarge,
+            Reject::BodyTimeout,
+            Reject::InvalidBody("The request body must be a JSON object."),
+            Reject::CallbackNotAllowed,
+            Reject::RateLimited {
+                retry_after_secs: 3,
+            },
+            Reject::UpstreamUnavailable,
+            Reject::UpstreamTimeout,
+            Reject::BodyUnreadable,
+        ]
+    }
+
+    /// Guards against an answer whose body is not the documented JSON, or whose header
+    /// lacks the code callers tell the gateway's answers from KwikID's by.
+    #[tokio::test]
+    async fn every_refusal_is_json_with_its_code_and_exact_length() {
+        for reject in every() {
+            let (status, code, len) = (reject.status(), reject.code(), reject.body_len());
+            let sentence = reject.sentence();
+            let response = reject.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(response.headers()[GATEWAY_ERROR], code);
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body.len(), len);
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json, serde_json::json!({ "error": sentence }));
+        }
+    }
+
+    /// Guards against a 429 without `Retry-After` or a 405 without `Allow` (RFC 9110 §15.5.6).
+    #[test]
+    fn rate_limited_carries_retry_after_and_405_carries_allow() {
+        let limited = Reject::RateLimited {
+            retry_after_secs: 3,
+        }
+        .into_response();
+        assert_eq!(limited.headers()[header::RETRY_AFTER], "3");
+        let method = Reject::MethodNotAllowed {
+            allow: HeaderValue::from_static("POST"),
+        }
+        .into_response();
+        assert_eq!(method.headers()[header::ALLOW], "POST");
+    }
+
+    /// Guards against a refusal escaping as an error (hyper would close the connection) and
+    /// against the access log missing the refusal's code.
+    #[tokio::test]
+    async fn a_refusal_below_becomes_an_answer_and_is_noted() {
+        let inner = tower::service_fn(|_: Request<()>| async { Err::<Response<Full<Bytes>>, _>(Reject::NoRoute) });
+        let (request, exchange) = Exchange::for_test(Request::new(()));
+        let answer = RescueLayer.layer(inner).oneshot(request).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+        assert_eq!(exchange.outcome(), Some("no_route"));
+    }
+}

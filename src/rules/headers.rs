@@ -1,0 +1,209 @@
+//! What crosses the gateway: the caller's headers that may go on to KwikID, and KwikID's
+//! headers that may come back.
+//!
+//! Credentials, hop-by-hop headers and internal topology are removed on the way out, then
+//! `Authorization` is *inserted* (overwritten, never appended) by [`crate::upstream`].
+//!
+//! A name is classified with `_` read as `-`: upstreams that map headers to CGI-style
+//! variables read `X_Forwarded_For` as `X-Forwarded-For`, so a spelling with underscores of
+//! a header the gateway strips is stripped too (nginx drops every such name by default).
+
+use http::HeaderMap;
+use http::header::HeaderName;
+
+/// What the gateway does with a header name on its way through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto `keep-alive` and
+    /// `proxy-connection`: never forwarded either way.
+    HopByHop,
+    /// `Connection` itself: hop-by-hop, and it names more hop-by-hop headers.
+    Connection,
+    /// Caller headers never forwarded: credentials, forwarding metadata, and headers the
+    /// gateway sets itself (`Host`, the framing of the body it re-sends, `Expect`,
+    /// `x-request-id`).
+    CallerOnly,
+    /// Set by the gateway on the answer too: the body's framing and the request id.
+    SetBoth,
+    Other,
+}
+
+/// Longest name [`kind`] has to recognise (`proxy-authorization`).
+const LONGEST_KNOWN: usize = 19;
+
+/// `name` lowercased, with `_` read as `-`.
+fn fold(b: u8) -> u8 {
+    if b == b'_' { b'-' } else { b.to_ascii_lowercase() }
+}
+
+/// Whether two header names are the same once both are folded.
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
+}
+
+/// Classifies a header name case-insensitively and with `_` read as `-`, in one pass.
+fn kind(name: &[u8]) -> Kind {
+    if name.len() > 12 && same_name(&name[..12], b"x-forwarded-") {
+        return Kind::CallerOnly;
+    }
+    if name.len() > LONGEST_KNOWN {
+        return Kind::Other;
+    }
+    let mut lower = [0u8; LONGEST_KNOWN];
+    let lower = &mut lower[..name.len()];
+    for (to, &from) in lower.iter_mut().zip(name) {
+        *to = fold(from);
+    }
+    match &*lower {
+        b"connection" => Kind::Connection,
+        b"keep-alive"
+        | b"proxy-connection"
+        | b"te"
+        | b"trailer"
+        | b"transfer-encoding"
+        | b"upgrade"
+        | b"proxy-authenticate"
+        | b"proxy-authorization" => Kind::HopByHop,
+        b"authorization" | b"cookie" | b"forwarded" | b"x-real-ip" | b"via" | b"host"
+        | b"expect" => Kind::CallerOnly,
+        b"content-length" | b"x-request-id" => Kind::SetBoth,
+        _ => Kind::Other,
+    }
+}
+
+/// Whether a header name is one the gateway always strips or sets itself; such a name cannot
+/// be the caller header.
+pub fn is_reserved_request_header(name: &HeaderName) -> bool {
+    kind(name.as_str().as_bytes()) != Kind::Other
+}
+
+/// Whether a comma-separated `Connection` value lists `name` (RFC 9110 §7.6.1).
+fn lists(value: &[u8], name: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|item| same_name(item.trim_ascii(), name))
+}
+
+/// Whether a `Connection` line in `headers` names `name` (such a header is hop-by-hop).
+fn connection_lists(headers: &HeaderMap, name: &[u8]) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .any(|v| lists(v.as_bytes(), name))
+}
+
+/// The caller's headers that KwikID may see, in the caller's order: none of the hop-by-hop
+/// ones (RFC 9110 §7.6.1 and those named in `Connection`), no credentials, no forwarding
+/// metadata, not the caller header, and not the headers the gateway sets itself.
+pub fn request_headers(caller: &HeaderMap, caller_header: &HeaderName) -> HeaderMap {
+    let listing = caller.contains_key(http::header::CONNECTION);
+    let mut kept = HeaderMap::with_capacity(caller.len());
+    for (name, value) in caller {
+        let n = name.as_str().as_bytes();
+        if kind(n) == Kind::Other
+            && !same_name(n, caller_header.as_str().as_bytes())
+            && !(listing && connection_lists(caller, n))
+        {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+/// Removes from KwikID's answer what does not go back to the caller: hop-by-hop headers,
+/// and the framing and request id, which the gateway sets itself.
+pub fn strip_response_headers(upstream: &mut HeaderMap) {
+    let listing = upstream.contains_key(http::header::CONNECTION);
+    let all = std::mem::take(upstream);
+    // Rebuilt rather than removed from, so KwikID's order is kept.
+    for (name, value) in &all {
+        let n = name.as_str().as_bytes();
+        if matches!(kind(n), Kind::Other | Kind::CallerOnly)
+            && !(listing && connection_lists(&all, n))
+        {
+            upstream.append(name.clone(), value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn map(list: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (n, v) in list {
+            headers.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        headers
+    }
+
+    fn names(headers: &HeaderMap) -> Vec<&str> {
+        headers.keys().map(HeaderName::as_str).collect()
+    }
+
+    /// Guards against credentials, hop-by-hop headers or topology reaching KwikID.
+    #[test]
+    fn credentials_hop_by_hop_and_topology_are_removed() {
+        let caller = map(&[
+            ("Authorization", "Bearer caller"),
+            ("proxy-authorization", "Basic x"),
+            ("COOKIE", "a=b"),
+            ("forwarded", "for=1.2.3.4"),
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("x-forwarded-host", "evil"),
+            ("x-real-ip", "1.2.3.4"),
+            ("via", "1.1 x"),
+            ("host", "evil.example"),
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("connection", "x-second-hop"),
+            ("x-secret-hop", "1"),
+            ("x-second-hop", "1"),
+            ("te", "trailers"),
+            ("X-Caller-Id", "orders"),
+            ("content-length", "2"),
+            ("x-request-id", "abc"),
+            ("Content-Type", "application/json"),
+            ("accept", "application/json"),
+        ]);
+        let caller_header = HeaderName::from_static("x-caller-id");
+        let kept = request_headers(&caller, &caller_header);
+        assert_eq!(names(&kept), ["content-type", "accept"]);
+    }
+
+    /// Guards against `X_Forwarded_For` and other underscore spellings of stripped headers
+    /// reaching an upstream that reads them as the dashed name.
+    #[test]
+    fn underscore_spellings_of_stripped_headers_are_removed() {
+        let caller = map(&[
+            ("X_Forwarded_For", "203.0.113.7"),
+            ("x_real_ip", "203.0.113.7"),
+            ("proxy_authorization", "Basic x"),
+            ("x_caller_id", "someone-else"),
+            ("connection", "x-hop"),
+            ("x_hop", "1"),
+            ("x_kept_header", "1"),
+        ]);
+        let kept = request_headers(&caller, &HeaderName::from_static("x-caller-id"));
+        assert_eq!(names(&kept), ["x_kept_header"]);
+    }
+
+    /// Guards against KwikID's hop-by-hop headers or framing reaching the caller.
+    #[test]
+    fn response_hop_by_hop_is_removed() {
+        let mut upstream = map(&[
+            ("connection", "close, x-hop"),
+            ("X-Hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("content-type", "application/json"),
+            ("Content-Length", "12"),
+            ("x-kwikid-trace", "abc"),
+        ]);
+        strip_response_headers(&mut upstream);
+        assert_eq!(names(&upstream), ["content-type", "x-kwikid-trace"]);
+    }
+}

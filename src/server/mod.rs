@@ -1,0 +1,315 @@
+//! The proxy listener: accept loop, connection cap, optional TLS / mTLS, hyper's HTTP/1.1
+//! and HTTP/2 server (hyper-util's auto builder), graceful drain.
+//!
+//! - [`tls`]: the handshake and the caller's identity from its certificate.
+
+mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::access_log::AccessLog;
+use crate::config::Config;
+use crate::limits::RateLimits;
+use crate::metrics::Metrics;
+use crate::proxy::{Peer, Pipeline, access_log, forward, limits};
+use crate::rules::trusted;
+use crate::secret::{Token, TokenStore};
+use crate::upstream::Upstream;
+
+/// How often the per-caller store drops callers whose buckets are full again, and the
+/// upstream pool its stale connections.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+
+/// A request head is at most 64 fields (431 past that) and 16 KiB (HAProxy's default); a
+/// DigiLocker init needs a few hundred bytes.
+const MAX_HEADERS: usize = 64;
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// The running gateway: the pieces the steps, the admin listener and the token reload share.
+pub struct Gateway {
+    pub config: Config,
+    pub token: Arc<TokenStore>,
+    pub limits: Arc<RateLimits>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: Arc<AccessLog>,
+    /// True while the proxy accepts traffic; `/readyz` answers 503 otherwise.
+    pub ready: AtomicBool,
+    upstream: Arc<Upstream>,
+    pipeline: Pipeline,
+}
+
+impl Gateway {
+    /// # Errors
+    /// The upstream TLS client or the Redis client cannot be set up.
+    pub fn new(
+        config: Config,
+        token: &Token,
+        access_log: AccessLog,
+    ) -> Result<Arc<Self>, SetupError> {
+        let metrics = Arc::new(Metrics::new());
+        metrics.token_in_use(&token.fingerprint());
+        let limits =
+            Arc::new(RateLimits::new(&config.rate_limit).map_err(|_| SetupError::Redis)?);
+        metrics.limit_backend(limits.preferred_backend());
+        let token = Arc::new(TokenStore::new(token));
+        let upstream = Arc::new(Upstream::new(&config.upstream).map_err(SetupError::Tls)?);
+        let access_log = Arc::new(access_log);
+        let routes: Arc<[_]> = config.routes.clone().into();
+        let caller_header = config.rate_limit.caller_header.clone();
+        let pipeline = Pipeline {
+            recorder: Arc::new(access_log::Recorder {
+                sink: access_log.clone(),
+                metrics: metrics.clone(),
+                token: token.clone(),
+                routes: routes.clone(),
+                caller_header: caller_header.clone(),
+            }),
+            routes,
+            max_body_bytes: config.listen.max_body_bytes,
+            body_timeout: config.upstream.request_timeout,
+            policy: Arc::new(config.policy.clone()),
+            limits: limits::LimitsLayer::new(limits.clone(), metrics.clone()),
+            forward: forward::Forward {
+                upstream: upstream.clone(),
+                token: token.clone(),
+                limits: limits.clone(),
+                metrics: metrics.clone(),
+                caller_header,
+            },
+        };
+        Ok(Arc::new(Self {
+            config,
+            token,
+            limits,
+            metrics,
+            access_log,
+            ready: AtomicBool::new(false),
+            upstream,
+            pipeline,
+        }))
+    }
+}
+
+/// What can stop a gateway from being set up once its config is valid.
+#[derive(Debug)]
+pub enum SetupError {
+    Tls(rustls::Error),
+    /// The Redis client could not be created (the URL is never part of the message).
+    Redis,
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tls(e) => write!(f, "cannot set up TLS to the upstream: {e}"),
+            Self::Redis => f.write_str("cannot set up the Redis client for rate_limit.redis_url"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// hyper's server settings for caller connections, the same limits on both protocols.
+fn http_builder(gateway: &Gateway) -> auto::Builder<TokioExecutor> {
+    let listen = &gateway.config.listen;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Also bounds how long an idle keep-alive connection waits for its next head.
+        .header_read_timeout(listen.header_read_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(listen.max_concurrent_streams)
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        // A caller that stops answering pings is gone.
+        .keep_alive_interval(Some(listen.header_read_timeout))
+        .keep_alive_timeout(listen.header_read_timeout);
+    builder
+}
+
+/// Serves the proxy on `listener` until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish (up to `listen.shutdown_grace`: HTTP/1.1 answers carry
+/// `Connection: close`, HTTP/2 connections get GOAWAY) and closes idle connections.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let listen = &gateway.config.listen;
+    // A permit per connection, taken *before* accept: past the cap, callers wait in the
+    // kernel's backlog instead of being accepted and starved.
+    let slots = Arc::new(Semaphore::new(listen.max_connections));
+    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(http_builder(&gateway));
+    let tls = listen
+        .tls
+        .as_ref()
+        .map(|t| TlsAcceptor::from(t.server.clone()));
+    let pruner = tokio::spawn(prune_forever(gateway.clone()));
+    gateway.ready.store(true, Ordering::Release);
+
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning or giving up.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let connection = Connection {
+            gateway: gateway.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+        };
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            connection.run(stream, addr, tls).await;
+            drop(permit);
+        });
+    }
+
+    gateway.ready.store(false, Ordering::Release);
+    drop(listener);
+    pruner.abort();
+    let grace = gateway.config.listen.shutdown_grace;
+    tracing::info!(
+        grace_secs = grace.as_secs_f64(),
+        connections = graceful.count(),
+        "draining: no new connections, finishing in-flight requests"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace elapsed with requests still in flight");
+    }
+}
+
+async fn prune_forever(gateway: Arc<Gateway>) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        gateway.limits.prune();
+        gateway.upstream.evict_idle();
+    }
+}
+
+/// One caller connection's task.
+struct Connection {
+    gateway: Arc<Gateway>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Connection {
+    /// The TLS handshake if configured, then HTTP/1.1 or HTTP/2 until the connection closes.
+    /// The TLS path is boxed so that a plain connection's task is not sized for a TLS
+    /// session: idle keep-alive connections are what most of the gateway's memory holds.
+    async fn run(self, stream: TcpStream, addr: SocketAddr, tls: Option<TlsAcceptor>) {
+        let _ = stream.set_nodelay(true);
+        let listen = &self.gateway.config.listen;
+        let in_cidrs = trusted::is_trusted(&listen.allow_cidrs, addr.ip());
+        let Some(acceptor) = tls else {
+            let peer = Peer {
+                addr,
+                trusted: in_cidrs,
+                certificate_name: None,
+            };
+            return self.serve(stream, peer).await;
+        };
+        let mutual = listen.tls.as_ref().is_some_and(|t| t.mutual);
+        let timeout = listen.header_read_timeout;
+        Box::pin(async move {
+            let Some(stream) = tls::accept(&acceptor, stream, timeout).await else {
+                return;
+            };
+            let peer = tls::peer(&stream, addr, in_cidrs, mutual);
+            self.serve(stream, peer).await;
+        })
+        .await;
+    }
+
+    async fn serve<I>(self, io: I, peer: Peer)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let addr = peer.addr;
+        let service = TowerToHyperService::new(self.gateway.pipeline.stack(peer));
+        let connection = self.builder.serve_connection(TokioIo::new(io), service);
+        let Self {
+            gateway, watcher, ..
+        } = self;
+        if let Err(e) = watcher.watch(connection).await {
+            refused(&gateway, addr, e.as_ref());
+        }
+    }
+
+}
+
+/// hyper answered by itself (a malformed head, one too large, one too slow) or the
+/// connection broke: counted, and logged at debug with the peer, never with the bytes.
+fn refused(gateway: &Gateway, addr: SocketAddr, error: &(dyn std::error::Error + 'static)) {
+        let kind = match error.downcast_ref::<hyper::Error>() {
+            Some(e) if e.is_parse_too_large() => "headers_too_large",
+            Some(e) if e.is_timeout() => "header_timeout",
+            Some(e) if e.is_parse() || e.is_parse_version_h2() => "bad_request",
+            Some(e) if e.is_incomplete_message() => "incomplete",
+            _ => "io",
+        };
+        gateway.metrics.connection_error(kind);
+        tracing::debug!(peer = %addr, kind, "caller connection ended with an error");
+}
+
+/// A future that resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when
+/// this is called, not when it is first polled: call it before announcing readiness, or a
+/// signal in between would kill the process with the default action.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+}
