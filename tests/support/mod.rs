@@ -679,3 +679,12 @@ pub async fn try_send(
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {within:?}")))
 }
+
+impl Lines {
+    /// The lines `stream` (a child process's stdout or stderr) writes, collected as they come.
+    pub fn from_stream(stream: impl std::io::Read + Send + 'static) -> Self {
+        let lines = Self::default();
+        lines.clone().follow(stream);
+        lines
+    }
+}
