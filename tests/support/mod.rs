@@ -688,3 +688,50 @@ impl Lines {
         lines
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Processes started by a test itself (the gateway with its own command line, `kwikid-mock`).
+
+/// Waits (up to `within`) for `child` to exit by itself and returns its exit code; a child
+/// still running then is killed and the test fails instead of hanging.
+pub fn exit_code_within(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads `stream` (a child's stdout or stderr) to its end on a thread of its own: joined
+/// after the child exits, it holds every byte the child wrote.
+pub fn read_all(
+    mut stream: impl std::io::Read + Send + 'static,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut text);
+        text
+    })
+}
+
+/// Runs `cmd` until it exits by itself (within `within`): its exit code, and everything it
+/// wrote to stdout and to stderr.
+pub fn run_to_exit(mut cmd: Command, within: Duration) -> (Option<i32>, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the process");
+    let stdout = read_all(child.stdout.take().unwrap());
+    let stderr = read_all(child.stderr.take().unwrap());
+    let code = exit_code_within(&mut child, within);
+    (code, stdout.join().unwrap(), stderr.join().unwrap())
+}
