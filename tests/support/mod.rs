@@ -735,3 +735,25 @@ pub fn run_to_exit(mut cmd: Command, within: Duration) -> (Option<i32>, String, 
     let code = exit_code_within(&mut child, within);
     (code, stdout.join().unwrap(), stderr.join().unwrap())
 }
+
+/// The body the mock made when it answered its `n`th request (1-based) with 200: built, as
+/// the mock builds it, from the Host and Authorization that request carried and the mock's
+/// count. A caller's body equal to this is KwikID's answer byte for byte.
+pub fn mock_ok_body(mock: &Mock, n: usize) -> Vec<u8> {
+    let received = mock.received();
+    let seen = received
+        .get(n - 1)
+        .unwrap_or_else(|| panic!("the mock received {} requests, not {n}", received.len()));
+    let header = |name: &str| {
+        seen.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("request {n} reached the mock without {name}"))
+            .to_str()
+            .unwrap()
+    };
+    let url =
+        kwikid_gateway::mock::redirection_url(header("host"), header("authorization"), n as u64);
+    serde_json::json!({ "redirection_url": url })
+        .to_string()
+        .into_bytes()
+}
