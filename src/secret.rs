@@ -118,23 +118,28 @@ impl Token {
         value
     }
 
-    /// Byte strings that would reveal this token if they appeared in output: the token, its
-    /// base64, and the base64 of `Bearer <token>` (the form `redirection_url` carries).
+    /// Byte strings that would reveal this token if they appeared in output: the token, and
+    /// the standard and URL-safe base64 of it and of `Bearer <token>` (the form
+    /// `redirection_url` carries). Where both alphabets give the same text it is listed once.
     pub fn revealing_forms(&self) -> Vec<Zeroizing<Vec<u8>>> {
         use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
         let token = self.0.expose_secret().as_bytes();
-        let b64 = |bytes: &[u8]| {
-            let mut s = base64::engine::general_purpose::STANDARD
-                .encode(bytes)
-                .into_bytes();
-            // A trailing '=' depends on what follows; match the unpadded stem.
-            while s.last() == Some(&b'=') {
-                s.pop();
-            }
-            Zeroizing::new(s)
-        };
         let bearer = Zeroizing::new([b"Bearer ".as_slice(), token].concat());
-        vec![Zeroizing::new(token.to_vec()), b64(token), b64(&bearer)]
+        let mut forms = vec![Zeroizing::new(token.to_vec())];
+        for engine in [STANDARD, URL_SAFE] {
+            for secret in [token, bearer.as_slice()] {
+                let mut s = Zeroizing::new(engine.encode(secret).into_bytes());
+                // A trailing '=' depends on what follows; match the unpadded stem.
+                while s.last() == Some(&b'=') {
+                    s.pop();
+                }
+                if !forms.contains(&s) {
+                    forms.push(s);
+                }
+            }
+        }
+        forms
     }
 }
 
@@ -160,12 +165,41 @@ impl LoadedToken {
         }
     }
 
-    /// Whether `text` contains the token in any of its revealing forms.
+    /// Whether `text` contains the token in any of its revealing forms, as is or once its
+    /// `%XX` escapes are decoded (a form sent in a URL, wholly or partly percent-encoded).
     pub fn is_revealed_in(&self, text: &[u8]) -> bool {
-        self.revealing.iter().any(|needle| {
-            text.len() >= needle.len() && memchr::memmem::find(text, needle).is_some()
-        })
+        let contains = |text: &[u8]| {
+            self.revealing.iter().any(|needle| {
+                text.len() >= needle.len() && memchr::memmem::find(text, needle).is_some()
+            })
+        };
+        contains(text) || (memchr::memchr(b'%', text).is_some() && contains(&percent_decode(text)))
     }
+}
+
+/// `text` with each `%XX` (hex digits in either case) replaced by its byte; a `%` not
+/// followed by two hex digits stays as it is.
+fn percent_decode(text: &[u8]) -> Zeroizing<Vec<u8>> {
+    let hex = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut out = Zeroizing::new(Vec::with_capacity(text.len()));
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == b'%'
+            && let Some(&[hi, lo]) = text.get(i + 1..i + 3)
+            && let (Some(hi), Some(lo)) = (hex(hi), hex(lo))
+        {
+            out.push((hi << 4) | lo);
+            i += 3;
+        } else {
+            out.push(text[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 impl fmt::Debug for LoadedToken {
@@ -246,5 +280,19 @@ mod tests {
         assert!(loaded.is_revealed_in(b"x tok-123 y"));
         assert!(loaded.is_revealed_in(b"QmVhcmVyIHRvay0xMjM=")); // base64("Bearer tok-123")
         assert!(!loaded.is_revealed_in(b"tok-12"));
+    }
+
+    #[test]
+    fn url_safe_and_percent_encoded_forms_are_detected() {
+        // base64("k~~~?tok") is "a35+fj90b2s", URL-safe "a35-fj90b2s".
+        let loaded = LoadedToken::new(&Token::new("k~~~?tok".into()).unwrap());
+        assert!(loaded.is_revealed_in(b"a35+fj90b2s"));
+        assert!(loaded.is_revealed_in(b"a35-fj90b2s"));
+        assert!(loaded.is_revealed_in(b"x=a35%2bfj90b2s&y"));
+        assert!(loaded.is_revealed_in(b"%6B%7E%7E%7E%3F%74%6F%6B"));
+        assert!(loaded.is_revealed_in(b"k~~~%3Ftok"));
+        assert!(!loaded.is_revealed_in(b"k~~~%3Fto%"));
+        assert!(!loaded.is_revealed_in(b"a35%2Xfj90b2s"));
+        assert_eq!(&*percent_decode(b"%41%zz%4"), b"A%zz%4");
     }
 }

@@ -1,7 +1,11 @@
 //! Chaos, CI-sized: steady load from a few callers while KwikID flaps or crawls. The gateway
 //! never crashes, every request gets an answer (KwikID's 200, or the gateway's own JSON 502 /
-//! 504) within request_timeout + 1 s, and it serves 200 again as soon as KwikID is back.
+//! 504) and its access-log line, and it serves 200 again once KwikID is back.
 //! `benches/chaos.sh` is the long version against the real `kwikid-mock` process.
+//!
+//! Each phase lasts until the gateway has been seen doing something in it (answering while
+//! KwikID is gone, KwikID serving again), not for a span of wall time, so a busy machine
+//! stretches the test instead of failing it. How fast answers come is for `benches/`.
 
 mod support;
 
@@ -13,15 +17,21 @@ use kwikid_gateway::mock::Fault;
 use support::*;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// Every answer must come within this.
-const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+/// How long any one request or awaited event may take before the test fails instead of
+/// hanging.
+const HANG_GUARD: Duration = Duration::from_secs(30);
 const CALLERS: usize = 4;
+/// KwikID goes down and comes back this many times.
+const FLAPS: usize = 6;
+/// Each phase lasts until this many requests were answered in it.
+const PER_PHASE: usize = CALLERS;
 
 #[derive(Debug, Default)]
 struct Tally {
     ok: usize,
     unavailable: usize,
     timeout: usize,
+    /// Reported, not asserted: speed is for `benches/`.
     slowest: Duration,
 }
 
@@ -81,7 +91,7 @@ async fn caller(
         let answer = try_send(
             addr,
             post(INIT, "{}", &[("x-caller-id", name.as_str())]),
-            ANSWER_WITHIN,
+            HANG_GUARD,
         )
         .await
         .map_err(|e| format!("{name} after {} answers: {e}", tally.total()))?;
@@ -121,7 +131,20 @@ async fn assert_alive(gw: &mut Gateway) {
     assert_eq!(admin_get(gw.admin, "/healthz").await.status, 200);
 }
 
-/// KwikID taken down and brought back every ~300 ms for ~3 s under load from 4 callers.
+/// How many access-log lines so far have this status.
+fn logged_with_status(gw: &Gateway, status: u16) -> usize {
+    let needle = format!("\"status\":{status},");
+    gw.stdout
+        .all()
+        .iter()
+        .filter(|l| l.contains(&needle))
+        .count()
+}
+
+/// Guards against a gateway that crashes, hangs or answers garbage while KwikID flaps, or that
+/// stays broken after: KwikID is taken down and brought back 6 times under load from 4 callers;
+/// every request is answered (200, or the gateway's JSON 502 / 504) and logged, and once KwikID
+/// is back the next request gets KwikID's 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_flapping_under_load() {
     let mut upstream = Upstream::start().await;
@@ -130,66 +153,78 @@ async fn upstream_flapping_under_load() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let callers = start_callers(gw.addr, &stop);
-    let flapping = Instant::now();
-    let mut flaps = 0;
-    while flapping.elapsed() < Duration::from_secs(3) {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+    for flap in 0..FLAPS {
+        // Down, until the gateway has answered PER_PHASE more requests with its 502.
         upstream.down().await;
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        upstream.up().await;
-        flaps += 1;
-    }
-    let back = Instant::now();
-    stop.store(true, Ordering::Relaxed);
-    // Back up: 200 again within a second.
-    let mut recovery = Tally::default();
-    loop {
-        let answer = try_send(gw.addr, post(INIT, "{}", &[]), ANSWER_WITHIN)
-            .await
-            .unwrap_or_else(|e| panic!("after the last up(): {e}"));
-        classify(&answer, &mut recovery).unwrap();
-        if answer.status == 200 {
-            break;
-        }
-        assert!(
-            back.elapsed() < Duration::from_secs(1),
-            "no 200 within 1 s of KwikID coming back"
+        let refused = logged_with_status(&gw, 502) + PER_PHASE;
+        gw.stdout.wait_for_count(
+            &format!("flap {flap}: 502s while KwikID is down"),
+            refused,
+            HANG_GUARD,
+            |l| l.contains("\"status\":502,"),
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Up, until the gateway has answered PER_PHASE more requests with KwikID's 200.
+        upstream.up().await;
+        let served = logged_with_status(&gw, 200) + PER_PHASE;
+        gw.stdout.wait_for_count(
+            &format!("flap {flap}: 200s once KwikID is back"),
+            served,
+            HANG_GUARD,
+            |l| l.contains("\"status\":200,"),
+        );
     }
-    let recovered_in = back.elapsed();
-    assert!(recovered_in < Duration::from_secs(1), "{recovered_in:?}");
+    stop.store(true, Ordering::Relaxed);
+    let tally = join_callers(callers).await;
 
-    let mut tally = join_callers(callers).await;
-    tally.add(&recovery);
-    eprintln!("{flaps} flaps: {tally:?}; 200 again {recovered_in:?} after the last up()");
-    assert!(tally.ok > 0, "{tally:?}");
-    assert!(tally.slowest < ANSWER_WITHIN, "{tally:?}");
+    // KwikID is back: the next request gets its 200.
+    let answer = try_send(gw.addr, post(INIT, "{}", &[]), HANG_GUARD)
+        .await
+        .unwrap_or_else(|e| panic!("after the last up(): {e}"));
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(answer.gateway_error().is_none());
+
+    eprintln!("{FLAPS} flaps: {tally:?}");
+    assert!(tally.ok >= FLAPS * PER_PHASE, "{tally:?}");
+    assert!(tally.unavailable >= FLAPS * PER_PHASE, "{tally:?}");
     assert_alive(&mut gw).await;
-    // Every request has its access-log line (+1: the warm-up request).
-    gw.stdout
-        .wait_count(tally.total() + 1, Duration::from_secs(10));
+    // Every request has its access-log line (+2: the first and the last request).
+    gw.stdout.wait_count(tally.total() + 2, HANG_GUARD);
 }
 
-/// KwikID answering in half of request_timeout for ~2 s under load: every request is still
-/// answered within request_timeout + 1 s, and the gateway is fine afterwards.
+/// Guards against a gateway that cuts a slow KwikID short, or breaks under slow load: KwikID
+/// answers in half of request_timeout while 4 callers keep it busy; every request is answered
+/// with KwikID's 200 or a 504 that really waited request_timeout (never a 502), and the
+/// gateway is fine afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_under_load() {
     let upstream = Upstream::start().await;
-    let mut gw = Gateway::start(&upstream.config(&upstream.upstream_table("500ms", "2s")));
+    let mut gw = Gateway::start(&upstream.config(&upstream.upstream_table("5s", "2s")));
     assert_eq!(init(gw.addr, "{}").await.status, 200);
 
     upstream.mock().set_fault(Fault::Delay(REQUEST_TIMEOUT / 2));
     let stop = Arc::new(AtomicBool::new(false));
     let callers = start_callers(gw.addr, &stop);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Until every caller has had about three slow answers.
+    eventually("KwikID to serve slowly under load", HANG_GUARD, || async {
+        upstream.mock().served() > (3 * CALLERS) as u64
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let tally = join_callers(callers).await;
     upstream.mock().set_fault(Fault::None);
     eprintln!("slow upstream: {tally:?}");
     assert!(tally.ok > 0, "{tally:?}");
     assert_eq!(tally.unavailable, 0, "{tally:?}");
-    assert!(tally.slowest < ANSWER_WITHIN, "{tally:?}");
     assert_eq!(init(gw.addr, "{}").await.status, 200);
     assert_alive(&mut gw).await;
+    // A 504 only after request_timeout: the gateway's own clock says how long it waited.
+    let lines = gw.stdout.wait_count(tally.total() + 2, HANG_GUARD);
+    for line in lines.iter().filter(|l| l.contains("\"status\":504,")) {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        let waited = line["upstream_ms"].as_f64().unwrap_or_default();
+        assert!(
+            waited >= REQUEST_TIMEOUT.as_secs_f64() * 1000.0 - 1.0,
+            "a 504 after {waited} ms, before request_timeout: {line}"
+        );
+    }
 }

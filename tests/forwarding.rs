@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
@@ -42,16 +44,21 @@ async fn init_is_forwarded_with_the_token_and_answered_unchanged() {
         format!("localhost:{}", upstream.mock().addr.port())
     );
 
-    // The caller gets exactly what the mock made for this request.
+    // The caller gets exactly what the mock made for this request, byte for byte.
+    assert_eq!(
+        answer.body,
+        mock_ok_body(upstream.mock(), 1),
+        "the body KwikID sent"
+    );
+    assert_eq!(
+        answer.headers["content-length"],
+        answer.body.len().to_string()
+    );
+    assert_eq!(answer.headers["content-type"], "application/json");
     let url = answer.json()["redirection_url"]
         .as_str()
         .unwrap()
         .to_owned();
-    assert!(
-        url.contains("/verification/v2/digilocker/redirect?redirection_url="),
-        "{url}"
-    );
-    assert_eq!(answer.headers["content-type"], "application/json");
     let request_id = answer.headers["x-request-id"].to_str().unwrap();
     assert_eq!(request_id.len(), 26, "a generated ULID");
     assert_eq!(seen.headers["x-request-id"], request_id);
@@ -72,6 +79,7 @@ async fn init_is_forwarded_with_the_token_and_answered_unchanged() {
     assert!(line["duration_ms"].as_f64().unwrap() >= line["upstream_ms"].as_f64().unwrap());
     assert!(line["ts"].as_str().unwrap().ends_with('Z'));
     assert!(!gw.stdout.text().contains(&url));
+    assert!(!gw.stderr.text().contains(&url));
 }
 
 /// Caller credentials, hop-by-hop headers, topology and the caller header never reach KwikID;
@@ -107,7 +115,10 @@ async fn caller_credentials_and_topology_are_stripped() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
-    let seen = &upstream.mock().received()[0];
+    assert_eq!(answer.body, mock_ok_body(upstream.mock(), 1));
+    let received = upstream.mock().received();
+    assert_eq!(received.len(), 1);
+    let seen = &received[0];
     for gone in [
         "proxy-authorization",
         "cookie",
@@ -147,26 +158,59 @@ async fn never_an_open_proxy() {
     req.headers_mut()
         .insert("host", "evil.example:443".parse().unwrap());
     let answer = send(gw.addr, req).await;
-    assert_eq!(answer.status, 200);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.body, mock_ok_body(upstream.mock(), 1));
     assert_eq!(
         upstream.mock().received()[0].headers["host"],
         format!("localhost:{}", upstream.mock().addr.port())
     );
 
-    let absolute = format!(
-        "POST http://127.0.0.1:{}{INIT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
-        upstream.mock().addr.port()
-    );
-    let answer = raw(gw.addr, absolute.as_bytes()).await;
-    assert_eq!(raw_status(&answer), 404, "{answer}");
-    assert!(answer.contains("x-gateway-error: no_route"), "{answer}");
-
-    let connect = format!(
-        "CONNECT 127.0.0.1:{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-        upstream.mock().addr.port()
-    );
-    let answer = raw(gw.addr, connect.as_bytes()).await;
-    assert_eq!(raw_status(&answer), 404, "{answer}");
+    let port = upstream.mock().addr.port();
+    for (what, request) in [
+        (
+            "an absolute-form target",
+            format!(
+                "POST http://127.0.0.1:{port}{INIT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            ),
+        ),
+        (
+            "CONNECT",
+            format!(
+                "CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+            ),
+        ),
+    ] {
+        let mut conn = RawConn::connect(gw.addr).await;
+        conn.send(request.as_bytes()).await.unwrap();
+        let answer = conn
+            .read_response(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{what}: closed without an answer"));
+        assert_eq!(answer.status, 404, "{what}: {}", answer.head);
+        assert_eq!(
+            answer.header("x-gateway-error").as_deref(),
+            Some("no_route"),
+            "{what}: {}",
+            answer.head
+        );
+        assert_eq!(
+            answer.header("content-type").as_deref(),
+            Some("application/json"),
+            "{what}"
+        );
+        assert_eq!(
+            answer.body, br#"{"error":"No route matches this path."}"#,
+            "{what}"
+        );
+        assert!(
+            answer
+                .header("x-request-id")
+                .is_some_and(|id| !id.is_empty()),
+            "{what}: {}",
+            answer.head
+        );
+    }
     assert_eq!(
         upstream.mock().received().len(),
         1,
@@ -174,8 +218,8 @@ async fn never_an_open_proxy() {
     );
 }
 
-/// KwikID's own errors (400 without a token it accepts, 401 for a wrong token) come back
-/// unchanged, not as the gateway's errors.
+/// KwikID's own error (401 for a token it does not accept) comes back byte for byte, not as
+/// the gateway's error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kwikid_errors_pass_through_unchanged() {
     let upstream = Upstream::start().await;
@@ -187,15 +231,24 @@ async fn kwikid_errors_pass_through_unchanged() {
     assert_eq!(answer.status, 401);
     assert!(answer.gateway_error().is_none());
     assert_eq!(
-        answer.json(),
-        serde_json::json!({"detail": {}, "message": "Invalid or expired token."})
+        answer.text(),
+        r#"{"detail": {}, "message": "Invalid or expired token."}"#,
+        "KwikID's body, byte for byte"
+    );
+    assert_eq!(answer.headers["content-type"], "application/json");
+    let received = upstream.mock().received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        received[0].headers["authorization"],
+        "Bearer not-the-right-token"
     );
     let line = gw.access_line(1);
     assert_eq!(line["outcome"], "forwarded");
     assert_eq!(line["upstream_status"], 401);
 }
 
-/// Keep-alive: several requests on one caller connection all succeed.
+/// Keep-alive: several requests on one caller connection all succeed, and each gets the body
+/// KwikID made for it, not another request's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_connections_carry_many_requests() {
     let upstream = Upstream::start().await;
@@ -206,19 +259,25 @@ async fn keep_alive_connections_carry_many_requests() {
             .await
             .unwrap();
     tokio::spawn(conn);
-    for i in 0..5 {
+    for i in 1..=5 {
+        let body = format!("{{\"handshake_id\":\"k{i}\"}}");
         let req = Request::post(INIT)
             .header("host", "gw")
-            .body(Full::new(Bytes::from(format!(
-                "{{\"handshake_id\":\"k{i}\"}}"
-            ))))
+            .body(Full::new(Bytes::from(body.clone())))
             .unwrap();
         sender.ready().await.unwrap();
-        let response = sender.send_request(req).await.unwrap();
-        assert_eq!(response.status(), 200);
-        let _ = http_body_util::BodyExt::collect(response.into_body())
+        let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
             .await
+            .expect("an answer within 30 s")
             .unwrap();
+        assert_eq!(response.status(), 200, "request {i}");
+        let got = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let received = upstream.mock().received();
+        assert_eq!(received.len(), i, "request {i} reached KwikID once");
+        assert_eq!(received[i - 1].body, body.as_bytes(), "request {i}");
+        assert_eq!(got, mock_ok_body(upstream.mock(), i), "request {i}");
     }
-    assert_eq!(upstream.mock().received().len(), 5);
 }

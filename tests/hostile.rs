@@ -5,10 +5,19 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 use tokio::io::AsyncWriteExt;
+
+/// A hang guard, not a speed limit: long enough that a busy 2-core machine never turns a slow
+/// answer into a failure.
+const WITHIN: Duration = Duration::from_secs(30);
+
+/// The gateway's own answers to a body it refuses, byte for byte.
+const UNREADABLE_BODY: &str = r#"{"error":"The request body could not be read."}"#;
+const TOO_LARGE_BODY: &str = r#"{"error":"The request body is larger than the gateway accepts."}"#;
+const BODY_TIMEOUT_BODY: &str = r#"{"error":"The request body did not arrive in time."}"#;
 
 const SMUGGLED_ID: &str = "smuggled-request";
 
@@ -28,22 +37,51 @@ fn smuggled_reached(upstream: &Upstream) -> bool {
     })
 }
 
-/// Reads the answer to a request the gateway must refuse: a 4xx, or the connection closed
-/// without one.
-async fn refused(conn: &mut RawConn) -> Option<RawResponse> {
-    match conn.read_response(Duration::from_secs(10)).await {
-        Ok(Some(answer)) => {
-            assert!(
-                (400..500).contains(&answer.status),
-                "not refused: {}",
-                answer.head
-            );
-            Some(answer)
-        }
-        Ok(None) => None,
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => panic!("no answer: {e}"),
-        Err(_) => None, // reset: refused too
-    }
+/// The next response on `conn`; panics on a timeout, a reset or a close without one.
+async fn answer(conn: &mut RawConn) -> RawResponse {
+    conn.read_response(WITHIN)
+        .await
+        .expect("a response, not an error")
+        .expect("a response, not a closed connection")
+}
+
+/// One of the gateway's own answers to a request whose head it read: status, code, JSON, the
+/// exact body, and `connection: close`; then the connection is closed.
+async fn assert_refused_then_closed(conn: &mut RawConn, status: u16, code: &str, body: &str) {
+    let r = answer(conn).await;
+    assert_eq!(r.status, status, "{}", r.head);
+    assert_eq!(
+        r.header("x-gateway-error").as_deref(),
+        Some(code),
+        "{}",
+        r.head
+    );
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json"),
+        "{}",
+        r.head
+    );
+    assert_eq!(
+        r.header("connection").as_deref(),
+        Some("close"),
+        "{}",
+        r.head
+    );
+    assert_eq!(String::from_utf8_lossy(&r.body), body, "{}", r.head);
+    assert_eq!(
+        conn.closed_within(WITHIN).await,
+        Ok(true),
+        "closed after the {status}"
+    );
+}
+
+/// A second handle on `conn`'s socket, for writing a flood in the background while `conn`
+/// reads the answer (the gateway may answer before it has read everything).
+fn writer_for(conn: &RawConn) -> tokio::net::TcpStream {
+    use std::os::fd::AsFd;
+    let fd = conn.stream.as_fd().try_clone_to_owned().unwrap();
+    tokio::net::TcpStream::from_std(std::net::TcpStream::from(fd)).unwrap()
 }
 
 async fn still_serves(gw: &Gateway) {
@@ -51,15 +89,17 @@ async fn still_serves(gw: &Gateway) {
     assert_eq!(answer.status, 200, "{}", answer.text());
 }
 
-/// Content-Length and Transfer-Encoding together, in both orders: Transfer-Encoding frames
-/// the body (RFC 9112 §6.3), exactly one request with the chunked body reaches KwikID, and
-/// the connection is closed after the answer, so the bytes past the chunked body (a whole
-/// second request) are never read as one.
+/// Content-Length and Transfer-Encoding together, in both orders: the one answer SECURITY.md
+/// and the README give. `Transfer-Encoding: chunked` frames the body (RFC 9112 §6.3), so the
+/// request is forwarded with the chunked body `{}` and answered 200 with `connection: close`,
+/// and the connection is closed: the bytes past the chunked body (a whole second request) are
+/// never read as one. Guards against request smuggling by a CL/TE disagreement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_with_transfer_encoding_is_one_request_then_close() {
     let upstream = Upstream::start().await;
     let gw = Gateway::start(&upstream.config(""));
     for (n, te_first) in [(1, false), (2, true)] {
+        let id = format!("clte-{n}");
         let rest = format!("2\r\n{{}}\r\n0\r\n\r\n{}", smuggled());
         let (first, second) = (
             format!("Content-Length: {}\r\n", rest.len()),
@@ -71,22 +111,27 @@ async fn content_length_with_transfer_encoding_is_one_request_then_close() {
             (first, second)
         };
         let request = format!(
-            "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nX-Request-Id: clte-{n}\r\n{first}{second}\r\n{rest}"
+            "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nX-Request-Id: {id}\r\n{first}{second}\r\n{rest}"
         );
         let mut conn = RawConn::connect(gw.addr).await;
         conn.send(request.as_bytes()).await.unwrap();
-        let answer = conn
-            .read_response(Duration::from_secs(10))
-            .await
-            .unwrap()
-            .expect("an answer");
-        assert!(
-            answer.status == 200 || answer.status == 400,
+        let r = answer(&mut conn).await;
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert!(r.header("x-gateway-error").is_none(), "{}", r.head);
+        assert_eq!(r.header("x-request-id").as_deref(), Some(id.as_str()));
+        assert_eq!(
+            r.header("connection").as_deref(),
+            Some("close"),
             "{}",
-            answer.head
+            r.head
+        );
+        let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(
+            json["redirection_url"].is_string(),
+            "KwikID's answer: {json}"
         );
         assert_eq!(
-            conn.closed_within(Duration::from_secs(5)).await,
+            conn.closed_within(WITHIN).await,
             Ok(true),
             "the connection is closed after a CL+TE request"
         );
@@ -97,26 +142,34 @@ async fn content_length_with_transfer_encoding_is_one_request_then_close() {
             .filter(|r| {
                 r.headers
                     .get("x-request-id")
-                    .is_some_and(|v| v == format!("clte-{n}").as_str())
+                    .is_some_and(|v| v == id.as_str())
             })
             .collect();
-        if answer.status == 200 {
-            assert_eq!(reached.len(), 1);
-            assert_eq!(
-                &reached[0].body[..],
-                b"{}",
-                "the chunked body, not the CL one"
-            );
-        } else {
-            assert!(reached.is_empty());
-        }
+        assert_eq!(reached.len(), 1);
+        assert_eq!(
+            &reached[0].body[..],
+            b"{}",
+            "the chunked body, not the CL one"
+        );
+        let line = gw.access_line(n);
+        assert_eq!(
+            (&line["request_id"], &line["status"], &line["outcome"]),
+            (
+                &serde_json::json!(id),
+                &serde_json::json!(200),
+                &serde_json::json!("forwarded")
+            ),
+            "{line}"
+        );
     }
     assert!(!smuggled_reached(&upstream));
     assert_eq!(upstream.mock().served(), 2);
     still_serves(&gw).await;
 }
 
-/// Two different Content-Lengths (as two lines or one list): 400, nothing forwarded.
+/// Two different Content-Lengths (as two lines or one list), or one that is not plain
+/// digits: 400 `bad_request` (see `assert_400_bad_request`), the connection closed, nothing
+/// forwarded. Guards against smuggling by a length two parsers read differently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_content_lengths_get_400() {
     let upstream = Upstream::start().await;
@@ -132,22 +185,20 @@ async fn conflicting_content_lengths_get_400() {
         let request = format!(
             "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n{lengths}\r\n{body}"
         );
+        eprintln!("{lengths:?}");
         let mut conn = RawConn::connect(gw.addr).await;
         conn.send(request.as_bytes()).await.unwrap();
-        let answer = conn
-            .read_response(Duration::from_secs(10))
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("closed without an answer: {lengths:?}"));
-        assert_eq!(answer.status, 400, "{lengths:?}: {}", answer.head);
-        assert_eq!(conn.closed_within(Duration::from_secs(5)).await, Ok(true));
+        assert_400_bad_request(&gw, &mut conn).await;
     }
     assert_eq!(upstream.mock().served(), 0, "nothing was forwarded");
     still_serves(&gw).await;
 }
 
-/// Obfuscated Transfer-Encoding, which another parser might read differently: refused (400
-/// or closed), never forwarded, never split into two requests.
+/// Obfuscated Transfer-Encoding, which another parser might read differently: 400
+/// `bad_request` (see `assert_400_bad_request`) and the connection closed, never forwarded,
+/// never split into two requests. A chunked body that overflows its size or runs past it: 400
+/// `invalid_body`, the connection closed. Guards against smuggling by a coding two parsers
+/// read differently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn obfuscated_transfer_encoding_is_refused() {
     let upstream = Upstream::start().await;
@@ -181,13 +232,10 @@ async fn obfuscated_transfer_encoding_is_refused() {
         let request = format!(
             "POST {INIT} HTTP/{version}\r\nHost: gw\r\nContent-Type: application/json\r\n{headers}\r\n{body}"
         );
+        eprintln!("{version} {headers:?}");
         let mut conn = RawConn::connect(gw.addr).await;
         conn.send(request.as_bytes()).await.unwrap();
-        refused(&mut conn).await;
-        assert!(
-            conn.closed_within(Duration::from_secs(5)).await.is_ok(),
-            "nothing but the refusal: {headers:?}"
-        );
+        assert_400_bad_request(&gw, &mut conn).await;
         assert_eq!(
             upstream.mock().served(),
             0,
@@ -204,8 +252,7 @@ async fn obfuscated_transfer_encoding_is_refused() {
         );
         let mut conn = RawConn::connect(gw.addr).await;
         conn.send(request.as_bytes()).await.unwrap();
-        refused(&mut conn).await;
-        assert!(conn.closed_within(Duration::from_secs(5)).await.is_ok());
+        assert_refused_then_closed(&mut conn, 400, "invalid_body", UNREADABLE_BODY).await;
     }
     assert_eq!(upstream.mock().served(), 0, "nothing was forwarded");
     still_serves(&gw).await;
@@ -233,11 +280,7 @@ async fn a_request_inside_a_body_stays_a_body() {
         );
         let mut conn = RawConn::connect(gw.addr).await;
         conn.send(request.as_bytes()).await.unwrap();
-        let answer = conn
-            .read_response(Duration::from_secs(10))
-            .await
-            .unwrap()
-            .expect("an answer");
+        let answer = answer(&mut conn).await;
         assert_eq!(
             answer.status,
             200,
@@ -257,14 +300,15 @@ async fn a_request_inside_a_body_stays_a_body() {
     assert!(!smuggled_reached(&upstream));
 }
 
-/// More than 64 headers, or headers larger than the read buffer: 431 (or closed), nothing
-/// forwarded, and the gateway keeps serving others.
+/// More than 64 headers, or a head over 16 KiB however it is made up: 431
+/// `headers_too_large` (see `assert_431`) and the connection closed, nothing forwarded, and
+/// the gateway keeps serving others. Guards against a head buffered without bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn header_floods_get_431_or_close() {
+async fn header_floods_get_431_then_close() {
     let upstream = Upstream::start().await;
     // A long header_read_timeout, so a starved machine cannot turn a 431 into a 408.
     let gw = Gateway::start(
-        &upstream.config("[listen]\naddr = \"127.0.0.1:0\"\nheader_read_timeout = \"30s\"\n"),
+        &upstream.config("[listen]\naddr = \"127.0.0.1:0\"\nheader_read_timeout = \"60s\"\n"),
     );
     let many: String = (0..100).map(|i| format!("X-Flood-{i}: {i}\r\n")).collect();
     let huge = format!("X-Huge: {}\r\n", "a".repeat(1024 * 1024));
@@ -276,39 +320,60 @@ async fn header_floods_get_431_or_close() {
         ("a 1 MiB header", huge),
         ("60 headers of 8 KiB", many_medium),
     ] {
+        eprintln!("{what}");
         let request = format!(
             "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n{flood}Content-Length: 2\r\n\r\n{{}}"
         );
-        // The gateway may answer and close before it has read everything: write in the
-        // background and ignore a broken pipe.
-        let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-        let (mut reader, mut writer) = stream.into_split();
+        // The gateway answers before it has read everything: write in the background and
+        // ignore a broken pipe.
+        let mut conn = RawConn::connect(gw.addr).await;
+        let mut writer = writer_for(&conn);
         let write = tokio::spawn(async move {
             let _ = writer.write_all(request.as_bytes()).await;
-            writer
         });
-        let mut buf = Vec::new();
-        let read = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut buf),
-        )
-        .await
-        .expect("the connection is answered and closed");
-        let text = String::from_utf8_lossy(&buf);
-        assert!(
-            text.is_empty() || text.starts_with("HTTP/1.1 431"),
-            "{what}: {read:?}: {:?}",
-            &text[..text.len().min(300)]
-        );
-        drop(write.await);
+        assert_431(&gw, &mut conn).await;
+        drop(conn);
+        write.await.unwrap();
         still_serves(&gw).await;
     }
     assert_eq!(upstream.mock().served(), 3, "only the honest requests");
 }
 
+/// 64 headers are served; the 65th gets 431 `headers_too_large` (see `assert_431`) and the
+/// connection is closed. Guards the documented limit from both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_65th_header_gets_431() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&upstream.config(""));
+    // Host, Content-Type, X-Request-Id and Content-Length, plus the padding.
+    let request = |id: &str, padding: usize| {
+        let pad: String = (0..padding)
+            .map(|i| format!("X-Pad-{i}: {i}\r\n"))
+            .collect();
+        format!(
+            "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nX-Request-Id: {id}\r\n{pad}Content-Length: 2\r\n\r\n{{}}"
+        )
+    };
+    let mut conn = RawConn::connect(gw.addr).await;
+    conn.send(request("sixty-four", 60).as_bytes())
+        .await
+        .unwrap();
+    let r = answer(&mut conn).await;
+    assert_eq!(r.status, 200, "64 headers: {}", r.head);
+    assert_eq!(r.header("x-request-id").as_deref(), Some("sixty-four"));
+
+    let mut conn = RawConn::connect(gw.addr).await;
+    conn.send(request("sixty-five", 61).as_bytes())
+        .await
+        .unwrap();
+    assert_431(&gw, &mut conn).await;
+    assert_eq!(upstream.mock().served(), 1, "only the 64-header request");
+}
+
 /// SPEC §3 says nothing of a header size limit; like a production proxy (nginx 8 KiB a line,
-/// HAProxy 16 KiB) the gateway caps the request head at 16 KiB: a 20 KiB header gets 431 (or
-/// a closed connection) and never reaches KwikID.
+/// HAProxy 16 KiB) the gateway caps the request head at 16 KiB: a 20 KiB header gets 431
+/// `headers_too_large` (see `assert_431`), the connection is closed, and it never reaches
+/// KwikID.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_20_kib_header_gets_431() {
     let upstream = Upstream::start().await;
@@ -317,22 +382,21 @@ async fn a_20_kib_header_gets_431() {
         "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nX-Big: {}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
         "a".repeat(20 * 1024)
     );
-    let answer = raw(gw.addr, request.as_bytes()).await;
-    assert!(
-        answer.is_empty() || raw_status(&answer) == 431,
-        "{}",
-        &answer[..answer.len().min(300)]
-    );
+    let mut conn = RawConn::connect(gw.addr).await;
+    // The gateway may answer and close before it has read all of it.
+    let _ = conn.send(request.as_bytes()).await;
+    assert_431(&gw, &mut conn).await;
     assert_eq!(
         upstream.mock().served(),
         0,
         "a 20 KiB header reached KwikID"
     );
+    still_serves(&gw).await;
 }
 
 /// A chunked body whose data is tiny but whose chunk lines are huge (long extensions) is
-/// bounded on the wire, not only by its data: 413 or a reset, never an unbounded buffer,
-/// and nothing forwarded.
+/// bounded on the wire, not only by its data: 413 `body_too_large` and the connection closed,
+/// never an unbounded buffer, and nothing forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunk_extensions_cannot_grow_a_body_without_bound() {
     let upstream = Upstream::start().await;
@@ -346,95 +410,110 @@ async fn chunk_extensions_cannot_grow_a_body_without_bound() {
         "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}0\r\n\r\n"
     );
     let mut conn = RawConn::connect(gw.addr).await;
-    // The gateway may stop reading (and reset) before all of it is written.
-    let _ = conn.send(request.as_bytes()).await;
-    if let Some(answer) = refused(&mut conn).await {
-        assert_eq!(answer.status, 413, "{}", answer.head);
-    }
+    // The gateway stops reading before all of it is written: write in the background and
+    // ignore a broken pipe.
+    let mut writer = writer_for(&conn);
+    let write = tokio::spawn(async move {
+        let _ = writer.write_all(request.as_bytes()).await;
+    });
+    assert_refused_then_closed(&mut conn, 413, "body_too_large", TOO_LARGE_BODY).await;
+    drop(conn);
+    write.await.unwrap();
     assert_eq!(upstream.mock().served(), 0, "nothing was forwarded");
     still_serves(&gw).await;
 }
 
-/// A body trickled slower than request_timeout gets 408 body_timeout on time, while others
-/// are served.
+/// A body trickled slower than `request_timeout` allows: the timeout fires and the caller
+/// gets 408 `body_timeout` and a closed connection, while others are served meanwhile; the
+/// access log says `body_timeout`. Guards against a slow body holding a connection for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trickled_body_gets_408_on_time() {
+async fn a_trickled_body_gets_408() {
     let upstream = Upstream::start().await;
     let gw = Gateway::start(&upstream.config(&upstream.upstream_table("1s", "1s")));
-    let conn = RawConn::connect(gw.addr).await;
-    let (mut reader, mut writer) = conn.stream.into_split();
+    let mut conn = RawConn::connect(gw.addr).await;
     let head = format!(
-        "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+        "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nX-Request-Id: trickle\r\nContent-Length: 10000\r\n\r\n"
     );
-    writer.write_all(head.as_bytes()).await.unwrap();
-    let started = Instant::now();
-    // One byte every 150 ms: 40 bytes would take 6 s.
+    conn.send(head.as_bytes()).await.unwrap();
+    // One byte every 100 ms, until the gateway gives up: the body cannot be complete before
+    // the timeout fires, however slow the machine.
+    let mut writer = writer_for(&conn);
     let trickle = tokio::spawn(async move {
-        for _ in 0..40 {
-            if writer.write_all(b" ").await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(150)).await;
+        while writer.write_all(b" ").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
     still_serves(&gw).await;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::io::AsyncReadExt::read(&mut reader, &mut chunk),
-        )
+    assert_refused_then_closed(&mut conn, 408, "body_timeout", BODY_TIMEOUT_BODY).await;
+    drop(conn);
+    tokio::time::timeout(WITHIN, trickle)
         .await
-        .expect("an answer within 5 s")
-        .expect("an answer, not a reset");
-        assert!(n > 0, "closed without an answer");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let took = started.elapsed();
-    let text = String::from_utf8_lossy(&buf);
-    assert_eq!(raw_status(&text), 408, "{text}");
-    assert!(text.contains("x-gateway-error: body_timeout"), "{text}");
-    assert!(took < Duration::from_secs(2), "408 after {took:?}");
-    trickle.abort();
+        .expect("the trickle ends once the gateway has closed")
+        .unwrap();
+    let line = gw
+        .stdout
+        .wait_for("the trickled request's line", WITHIN, |l| {
+            l.contains("\"request_id\":\"trickle\"")
+        });
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["status"], 408, "{line}");
+    assert_eq!(line["outcome"], "body_timeout", "{line}");
     assert_eq!(upstream.mock().served(), 1, "only the honest request");
     still_serves(&gw).await;
 }
 
-/// 200 requests pipelined in one write: all answered, in order (or the connection closed
-/// cleanly part-way), and the gateway stays healthy.
+/// 200 requests pipelined in one write: every one answered 200, in request order (each
+/// answer carries its request's x-request-id), each forwarded to KwikID once and in order,
+/// and the connection is still open after the last. Guards against pipelined requests lost,
+/// reordered or answered twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_flood_is_answered_in_order() {
+    const COUNT: usize = 200;
     let upstream = Upstream::start().await;
     let gw = Gateway::start(&upstream.config(""));
+    let ids: Vec<String> = (0..COUNT).map(|i| format!("pipe-{i}")).collect();
     let mut wire = String::new();
-    for i in 0..200 {
+    for id in &ids {
         wire.push_str(&format!(
-            "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nX-Request-Id: pipe-{i}\r\nContent-Length: 2\r\n\r\n{{}}"
+            "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nX-Request-Id: {id}\r\nContent-Length: 2\r\n\r\n{{}}"
         ));
     }
     let mut conn = RawConn::connect(gw.addr).await;
     conn.send(wire.as_bytes()).await.unwrap();
-    let mut answered = 0;
-    for i in 0..200 {
-        match conn.read_response(Duration::from_secs(30)).await {
-            Ok(Some(answer)) => {
-                assert_eq!(answer.status, 200, "#{i}: {}", answer.head);
-                assert_eq!(
-                    answer.header("x-request-id").as_deref(),
-                    Some(format!("pipe-{i}").as_str()),
-                    "answers come in request order"
-                );
-                answered += 1;
-            }
-            Ok(None) => break,
-            Err(e) => panic!("after {answered} answers: {e}"),
-        }
+    let mut answered = Vec::with_capacity(COUNT);
+    for (i, id) in ids.iter().enumerate() {
+        let r = conn
+            .read_response(WITHIN)
+            .await
+            .unwrap_or_else(|e| panic!("answer #{i} ({id}): {e}"))
+            .unwrap_or_else(|| panic!("closed after {i} answers"));
+        assert_eq!(r.status, 200, "#{i}: {}", r.head);
+        assert!(r.header("connection").is_none(), "#{i}: {}", r.head);
+        answered.push(r.header("x-request-id").unwrap_or_default());
     }
-    eprintln!("{answered} of 200 pipelined requests answered");
-    assert!(answered > 0, "not even the first request was answered");
-    assert_eq!(upstream.mock().served(), answered as u64);
-    still_serves(&gw).await;
+    assert_eq!(
+        answered, ids,
+        "every request answered once, in request order"
+    );
+    let received: Vec<String> = upstream
+        .mock()
+        .received()
+        .iter()
+        .map(|r| r.headers["x-request-id"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(received, ids, "each forwarded once, in request order");
+    // The connection goes on serving after the flood.
+    conn.send(
+        format!(
+            "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nX-Request-Id: after-flood\r\nContent-Length: 2\r\n\r\n{{}}"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let r = answer(&mut conn).await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.header("x-request-id").as_deref(), Some("after-flood"));
     let health = admin_get(gw.admin, "/healthz").await;
     assert_eq!(health.status, 200);
 }
@@ -470,7 +549,6 @@ async fn ten_thousand_abandoned_connections_leak_nothing() {
     let headers_only = format!(
         "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n"
     );
-    let started = Instant::now();
     let mut opened = 0;
     let mut peak = baseline;
     while opened < TOTAL {
@@ -496,22 +574,17 @@ async fn ten_thousand_abandoned_connections_leak_nothing() {
         still_serves(&gw).await;
         drop(held);
     }
-    let opening = started.elapsed();
-
-    // Every abandoned connection is gone within a bounded wait.
+    // Every abandoned connection is gone (a hang guard, not a speed limit).
     let margin = 4 + 8; // the upstream pool's idle connections, plus slack
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut now = fd_count(pid);
-    while now > baseline + margin {
-        assert!(
-            Instant::now() < deadline,
-            "gateway fds: baseline {baseline}, peak {peak}, still {now} after 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        now = fd_count(pid);
-    }
+    eventually(
+        &format!("the gateway's fds back near {baseline} (peak {peak})"),
+        Duration::from_secs(60),
+        || async { fd_count(pid) <= baseline + margin },
+    )
+    .await;
     eprintln!(
-        "{TOTAL} connections in batches of {batch} in {opening:?}; gateway fds: baseline {baseline}, peak {peak}, after {now}"
+        "{TOTAL} connections in batches of {batch}; gateway fds: baseline {baseline}, peak {peak}, after {}",
+        fd_count(pid)
     );
     assert!(gw.stderr.text().lines().all(|l| !l.contains("panicked")));
     still_serves(&gw).await;

@@ -5,6 +5,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -15,6 +16,7 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -66,6 +68,11 @@ impl Pki {
 
     /// `[listen]` with TLS, and mTLS when `mutual`.
     fn listen_table(&self, mutual: bool) -> String {
+        self.listen_table_allowing(mutual, None)
+    }
+
+    /// Like [`Self::listen_table`], with `listen.allow_cidrs` when given.
+    fn listen_table_allowing(&self, mutual: bool, allow_cidrs: Option<&str>) -> String {
         let server = leaf(
             &self.server_ca,
             &["localhost", "127.0.0.1"],
@@ -75,11 +82,15 @@ impl Pki {
         let cert = self.scratch.write("server.pem", &server.chain_pem);
         let key = self.scratch.write("server.key", &server.key_pem);
         let client_ca = self.scratch.write("clients.pem", &self.client_ca.pem());
-        let mut t = format!(
-            "[listen]\naddr = \"127.0.0.1:0\"\n[listen.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        let mut t = String::from("[listen]\naddr = \"127.0.0.1:0\"\n");
+        if let Some(cidrs) = allow_cidrs {
+            t.push_str(&format!("allow_cidrs = {cidrs}\n"));
+        }
+        t.push_str(&format!(
+            "[listen.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
             cert.display(),
             key.display()
-        );
+        ));
         if mutual {
             t.push_str(&format!("client_ca_file = \"{}\"\n", client_ca.display()));
         }
@@ -134,6 +145,45 @@ async fn init_over_tls(
     })
 }
 
+/// The gateway's 403 exactly as a caller sees it: status, `x-gateway-error:
+/// caller_not_allowed`, the fixed JSON sentence (nothing the caller sent echoed), its length,
+/// and a request id that the access log names with the same status and outcome.
+fn assert_exact_403(gw: &Gateway, answer: &Answer) {
+    assert_eq!(answer.status, 403, "{}", answer.text());
+    assert_eq!(
+        answer.gateway_error(),
+        Some("caller_not_allowed"),
+        "{:?}",
+        answer.headers
+    );
+    assert_eq!(answer.headers["content-type"], "application/json");
+    assert_eq!(
+        answer.text(),
+        r#"{"error":"This caller is not allowed to use the gateway."}"#
+    );
+    assert_eq!(
+        answer.headers["content-length"],
+        answer.body.len().to_string()
+    );
+    let id = answer
+        .headers
+        .get("x-request-id")
+        .expect("a 403 carries x-request-id")
+        .to_str()
+        .unwrap();
+    assert!(!id.is_empty());
+    let needle = format!("\"request_id\":\"{id}\"");
+    let line = gw.stdout.wait_for(
+        "the access-log line of the 403",
+        Duration::from_secs(30),
+        |l| l.contains(&needle),
+    );
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["status"], 403, "{line}");
+    assert_eq!(line["outcome"], "caller_not_allowed", "{line}");
+    assert!(line["upstream_status"].is_null(), "{line}");
+}
+
 /// TLS without client certificates: callers are still named by the caller header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_on_the_proxy_port() {
@@ -144,14 +194,32 @@ async fn tls_on_the_proxy_port() {
         .await
         .unwrap();
     assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.body, mock_ok_body(upstream.mock(), 1));
     assert_eq!(gw.access_line(1)["caller"], "orders-svc");
-    // Plain HTTP on a TLS port gets no answer.
-    let plain = raw(
-        gw.addr,
-        format!("POST {INIT} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await;
-    assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
+
+    // Plain HTTP on a TLS port gets no HTTP answer: at most a TLS alert, then the close.
+    let mut plain = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    plain
+        .write_all(
+            format!("POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{{}}").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    // A reset instead of a clean close is a close too, so the read's own result is not checked.
+    let _ = tokio::time::timeout(Duration::from_secs(30), plain.read_to_end(&mut got))
+        .await
+        .expect("the gateway closes a connection that does not speak TLS");
+    // Content type 21 (alert), TLS 1.2 record version, two bytes: level 2 (fatal) and a code.
+    assert!(
+        got.is_empty() || (got.len() == 7 && got[..6] == [21, 3, 3, 0, 2, 2]),
+        "only a fatal TLS alert, if anything: {got:?}"
+    );
+    assert_eq!(
+        upstream.mock().received().len(),
+        1,
+        "nothing from the plain connection reached KwikID"
+    );
 }
 
 /// mTLS: the certificate's first DNS SAN (else its CN) names the caller; the caller header
@@ -170,6 +238,7 @@ async fn mtls_names_the_caller_and_refuses_strangers() {
         .await
         .unwrap();
     assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.body, mock_ok_body(upstream.mock(), 1));
     assert_eq!(
         gw.access_line(1)["caller"],
         "orders-svc",
@@ -187,12 +256,18 @@ async fn mtls_names_the_caller_and_refuses_strangers() {
         .await
         .unwrap();
     assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.body, mock_ok_body(upstream.mock(), 2));
     assert_eq!(gw.access_line(3)["caller"], "billing-svc");
 
     let anonymous = init_over_tls(gw.addr, pki.client_config(None), "orders-svc")
         .await
         .unwrap();
-    anonymous.assert_error(403, "caller_not_allowed");
+    assert_exact_403(&gw, &anonymous);
+    assert_eq!(
+        upstream.mock().received().len(),
+        2,
+        "the 403 never reached KwikID"
+    );
 
     let stranger_ca = ca("someone else's CA");
     let stranger = leaf(&stranger_ca, &["orders-svc"], "orders-svc", true);
@@ -206,4 +281,21 @@ async fn mtls_names_the_caller_and_refuses_strangers() {
         2,
         "only the two verified callers reached KwikID"
     );
+}
+
+/// mTLS narrows `allow_cidrs`, it does not replace it: a caller with a good certificate from
+/// an address outside the trusted networks still gets the exact 403, and KwikID sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_certificate_from_an_untrusted_address_gets_403() {
+    let upstream = Upstream::start().await;
+    let pki = Pki::new();
+    let gw = Gateway::start(
+        &upstream.config(&pki.listen_table_allowing(true, Some(r#"["10.0.0.0/8"]"#))),
+    );
+    let orders = leaf(&pki.client_ca, &["orders-svc"], "orders-svc", true);
+    let answer = init_over_tls(gw.addr, pki.client_config(Some(&orders)), "orders-svc")
+        .await
+        .unwrap();
+    assert_exact_403(&gw, &answer);
+    assert_eq!(upstream.mock().received().len(), 0);
 }

@@ -1,15 +1,160 @@
 //! Running it: the admin listener, metrics, graceful drain and connection hygiene.
+//!
+//! Nothing here waits on a timer to synchronise: a request is kept in flight by a KwikID
+//! stand-in that holds it until the test lets it go, and every wait is for an event (a log
+//! line, a count, a status) under a generous hang guard.
 
 mod support;
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use kwikid_gateway::mock::Fault;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
 
-/// /healthz and /readyz answer, /metrics has the documented families with bounded labels
-/// and never a caller id or the token.
+/// How long any one awaited event may take before the test fails instead of hanging.
+const HANG_GUARD: Duration = Duration::from_secs(30);
+
+/// The body the held KwikID answers with.
+const HELD_BODY: &str = r#"{"redirection_url":"https://verify.test.getkwikid.com/held"}"#;
+
+/// A KwikID stand-in over real TLS on a loopback port chosen by the OS that answers 200
+/// [`HELD_BODY`] to the first `allowed` requests and holds the rest until the test allows
+/// them: a request stays in flight for exactly as long as a test needs, with no timer.
+struct HeldKwikId {
+    base_url: String,
+    ca_file: PathBuf,
+    /// How many requests have arrived.
+    arrived: watch::Receiver<usize>,
+    /// How many requests may be answered.
+    allowed: watch::Sender<usize>,
+    accept: tokio::task::JoinHandle<()>,
+    _scratch: Scratch,
+}
+
+impl HeldKwikId {
+    async fn start(allowed: usize) -> Self {
+        let cert = kwikid_gateway::tls::throwaway_server_cert(&["localhost", "127.0.0.1"]).unwrap();
+        let scratch = Scratch::new();
+        let ca_file = scratch.write("ca.pem", &cert.ca_pem);
+        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(
+            kwikid_gateway::tls::server_config(cert.chain, cert.key).unwrap(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (arrived_tx, arrived) = watch::channel(0usize);
+        let (allowed, allowed_rx) = watch::channel(allowed);
+        let arrived_tx = Arc::new(arrived_tx);
+        let accept = tokio::spawn(async move {
+            // Connections live in the set, so aborting this task closes them all.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let tls = tls.clone();
+                let arrived_tx = arrived_tx.clone();
+                let allowed_rx = allowed_rx.clone();
+                connections.spawn(async move {
+                    let Ok(stream) = tls.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let arrived_tx = arrived_tx.clone();
+                            let mut allowed_rx = allowed_rx.clone();
+                            async move {
+                                let _ = req.into_body().collect().await;
+                                let mut index = 0;
+                                arrived_tx.send_modify(|n| {
+                                    index = *n;
+                                    *n += 1;
+                                });
+                                let _ = allowed_rx.wait_for(|allowed| *allowed > index).await;
+                                Ok::<_, std::convert::Infallible>(
+                                    http::Response::builder()
+                                        .header("content-type", "application/json")
+                                        .body(Full::new(Bytes::from_static(HELD_BODY.as_bytes())))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            base_url: format!("https://localhost:{port}"),
+            ca_file,
+            arrived,
+            allowed,
+            accept,
+            _scratch: scratch,
+        }
+    }
+
+    /// A gateway config in front of it, with timeouts no test here reaches.
+    fn config(&self, extra: &str) -> String {
+        let upstream = format!(
+            "[upstream]\nbase_url = \"{}\"\nca_file = \"{}\"\nconnect_timeout = \"30s\"\nrequest_timeout = \"120s\"\n",
+            self.base_url,
+            self.ca_file.display()
+        );
+        config_for(&self.base_url, &self.ca_file, &format!("{upstream}{extra}"))
+    }
+
+    /// Waits until `n` requests have arrived.
+    async fn wait_arrived(&self, n: usize) {
+        let mut arrived = self.arrived.clone();
+        tokio::time::timeout(HANG_GUARD, arrived.wait_for(|a| *a >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{n} requests did not reach KwikID"))
+            .unwrap();
+    }
+
+    fn arrived(&self) -> usize {
+        *self.arrived.borrow()
+    }
+
+    /// Lets the first `n` requests be answered.
+    fn allow(&self, n: usize) {
+        self.allowed.send_replace(n);
+    }
+}
+
+impl Drop for HeldKwikId {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// A raw keep-alive POST to the init route with this body.
+fn raw_init(body: &str) -> Vec<u8> {
+    format!(
+        "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The value of one metric series, `None` when it is absent.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Guards against a missing or unsafe admin surface: /healthz and /readyz answer, /metrics
+/// counts every request in the documented families with bounded labels, and never shows a
+/// caller id, a caller-chosen path or the token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_and_metrics() {
     let upstream = Upstream::start().await;
@@ -36,6 +181,9 @@ async fn admin_endpoints_and_metrics() {
     assert_eq!(call().await.status, 502);
     assert_eq!(call().await.status, 429);
     assert_eq!(send(gw.addr, post("/other", "{}", &[])).await.status, 404);
+    // A request is counted before its access-log line is written: after the fifth line, all
+    // five are in the metrics.
+    gw.stdout.wait_count(5, HANG_GUARD);
 
     let metrics = admin_get(gw.admin, "/metrics").await;
     assert_eq!(metrics.status, 200);
@@ -68,101 +216,128 @@ async fn admin_endpoints_and_metrics() {
     assert!(!text.contains(TOKEN));
 }
 
-/// SIGTERM: /readyz turns 503, the in-flight request still gets its 200, idle keep-alive
-/// connections are closed, no new connection is served, and the process exits 0.
+/// Guards against a drain that cuts requests or keeps serving: on SIGTERM, /readyz turns 503,
+/// idle keep-alive connections are closed, new connections are refused, the request in
+/// flight at KwikID still gets KwikID's answer and its access-log line, and the process
+/// exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests() {
-    let upstream = Upstream::start().await;
+    // The first request is answered; the second is held at KwikID.
+    let kwikid = HeldKwikId::start(1).await;
     let mut gw = Gateway::start(
-        &upstream.config("[listen]\naddr = \"127.0.0.1:0\"\nshutdown_grace = \"20s\"\n"),
+        &kwikid.config("[listen]\naddr = \"127.0.0.1:0\"\nshutdown_grace = \"120s\"\n"),
     );
 
     // An idle keep-alive connection that has served one request.
-    let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    idle.write_all(
-        format!("POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{{}}").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut first = vec![0u8; 4096];
-    let n = idle.read(&mut first).await.unwrap();
-    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let mut idle = RawConn::connect(gw.addr).await;
+    idle.send(&raw_init("{}")).await.unwrap();
+    let first = idle.read_response(HANG_GUARD).await.unwrap().unwrap();
+    assert_eq!(first.status, 200, "{}", first.head);
 
-    upstream
-        .mock()
-        .set_fault(Fault::Delay(Duration::from_millis(1500)));
     let addr = gw.addr;
-    let in_flight = tokio::spawn(async move { init(addr, r#"{"handshake_id":"drain"}"#).await });
-    eventually(
-        "the request to reach the mock",
-        Duration::from_secs(10),
-        || async { upstream.mock().served() == 2 },
-    )
-    .await;
+    let in_flight = tokio::spawn(async move {
+        let request = post(INIT, r#"{"handshake_id":"drain"}"#, &[]);
+        try_send(addr, request, Duration::from_secs(300)).await
+    });
+    kwikid.wait_arrived(2).await;
 
     gw.signal("TERM");
-    eventually("/readyz to turn 503", Duration::from_secs(5), || async {
+    eventually("/readyz to turn 503", HANG_GUARD, || async {
         admin_get(gw.admin, "/readyz").await.status == 503
     })
     .await;
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the idle keep-alive connection was closed");
+    assert_eq!(
+        idle.closed_within(HANG_GUARD).await,
+        Ok(true),
+        "the idle keep-alive connection is closed, with nothing sent"
+    );
+    eventually("new connections to be refused", HANG_GUARD, || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
     assert!(
-        tokio::net::TcpStream::connect(gw.addr).await.is_err(),
-        "no new connections"
+        !in_flight.is_finished(),
+        "the held request is still in flight"
+    );
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "the gateway waits for the request in flight"
     );
 
-    let answer = in_flight.await.unwrap();
+    kwikid.allow(2);
+    let answer = in_flight
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the drained request got no answer: {e}"));
     assert_eq!(answer.status, 200, "{}", answer.text());
-    let code = tokio::task::spawn_blocking(move || {
-        let code = gw.wait_exit();
-        (code, gw)
-    })
-    .await
-    .unwrap();
-    assert_eq!(code.0, Some(0));
-    let gw = code.1;
-    let last = gw.access_log().last().cloned().unwrap();
-    assert_eq!(
-        last["handshake_id"], "drain",
-        "the drained request was logged before exit"
-    );
-    assert_eq!(last["status"], 200);
+    assert_eq!(answer.body, HELD_BODY.as_bytes(), "KwikID's answer, whole");
+    let (code, gw) = tokio::task::spawn_blocking(move || (gw.wait_exit(), gw))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{}", gw.stderr.text());
+    assert_eq!(kwikid.arrived(), 2);
+    // The process has exited: whatever it logged is all there is.
+    let line = gw
+        .stdout
+        .wait_for("the drained request's access-log line", HANG_GUARD, |l| {
+            l.contains("\"handshake_id\":\"drain\"")
+        });
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["outcome"], "forwarded", "{line}");
 }
 
-/// Past max_connections, new connections wait in the backlog and are served when a slot frees.
+/// Guards against a connection cap that is not enforced, or that refuses instead of queueing:
+/// past `max_connections` a new connection waits, unanswered, while the open ones keep being
+/// served, and it is served once a slot frees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_makes_extra_callers_wait() {
     let upstream = Upstream::start().await;
-    let gw =
-        Gateway::start(&upstream.config("[listen]\naddr = \"127.0.0.1:0\"\nmax_connections = 2\n"));
+    // Idle keep-alive connections must stay open for the whole test.
+    let gw = Gateway::start(&upstream.config(
+        "[listen]\naddr = \"127.0.0.1:0\"\nmax_connections = 2\nheader_read_timeout = \"300s\"\n",
+    ));
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-        s.write_all(
-            format!("POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{{}}").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-        held.push(s);
+        let mut conn = RawConn::connect(gw.addr).await;
+        conn.send(&raw_init("{}")).await.unwrap();
+        let answer = conn.read_response(HANG_GUARD).await.unwrap().unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.head);
+        held.push(conn);
     }
-    let addr = gw.addr;
-    let waiting = tokio::spawn(async move { init(addr, "{}").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !waiting.is_finished(),
-        "the third connection waits while two are open"
+
+    // The third connection is accepted by the kernel, and its request is sent.
+    let mut waiting = RawConn::connect(gw.addr).await;
+    waiting.send(&raw_init("{}")).await.unwrap();
+    // Meanwhile the two open connections are served, again and again.
+    for round in 0..3 {
+        for conn in &mut held {
+            conn.send(&raw_init("{}")).await.unwrap();
+            let answer = conn.read_response(HANG_GUARD).await.unwrap().unwrap();
+            assert_eq!(answer.status, 200, "round {round}: {}", answer.head);
+        }
+    }
+    let mut byte = [0u8; 1];
+    match waiting.stream.try_read(&mut byte) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => {
+            panic!("the third connection was answered or closed while two are open: {other:?}")
+        }
+    }
+    assert_eq!(
+        upstream.mock().served(),
+        8,
+        "only the two open connections' requests reached KwikID"
     );
+
     drop(held.pop());
-    let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+    let answer = waiting
+        .read_response(HANG_GUARD)
         .await
         .unwrap()
-        .unwrap();
-    assert_eq!(answer.status, 200);
+        .expect("an answer once a slot freed");
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    assert_eq!(upstream.mock().served(), 9);
     assert_eq!(
         admin_get(gw.admin, "/healthz").await.status,
         200,
@@ -170,16 +345,17 @@ async fn max_connections_makes_extra_callers_wait() {
     );
 }
 
-/// A client that sends headers too slowly is cut off at header_read_timeout while others are
+/// Guards against slowloris: a client that starts a head and does not finish it is answered
+/// 408 `header_timeout` and disconnected once `header_read_timeout` fires, while others are
 /// served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_are_cut_off() {
     let upstream = Upstream::start().await;
     let gw = Gateway::start(
-        &upstream.config("[listen]\naddr = \"127.0.0.1:0\"\nheader_read_timeout = \"400ms\"\n"),
+        &upstream.config("[listen]\naddr = \"127.0.0.1:0\"\nheader_read_timeout = \"1s\"\n"),
     );
-    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    slow.write_all(format!("POST {INIT} HTTP/1.1\r\nHost: gw\r\n").as_bytes())
+    let mut slow = RawConn::connect(gw.addr).await;
+    slow.send(format!("POST {INIT} HTTP/1.1\r\nHost: gw\r\n").as_bytes())
         .await
         .unwrap();
     assert_eq!(
@@ -187,49 +363,47 @@ async fn slow_headers_are_cut_off() {
         200,
         "others are served meanwhile"
     );
-    let mut rest = Vec::new();
-    let started = std::time::Instant::now();
-    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the slow client was disconnected");
-    assert!(started.elapsed() < Duration::from_secs(3));
-    let text = String::from_utf8_lossy(&rest);
-    assert!(
-        text.is_empty() || text.starts_with("HTTP/1.1 408"),
-        "{text}"
+    // The timeout fires: the answer, then the close (how soon is not the point).
+    assert_408_header_timeout(&gw, &mut slow).await;
+    assert_eq!(
+        upstream.mock().served(),
+        1,
+        "the slow request never reached KwikID"
     );
 }
 
-/// A caller that hangs up while its request is at KwikID still leaves an access-log line:
-/// status 499, outcome client_closed.
+/// Guards against requests that leave no trace: a caller that hangs up while its request is
+/// at KwikID still leaves an access-log line (status 499, outcome `client_closed`) and is
+/// counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_hangs_up_is_still_logged() {
-    let upstream = Upstream::start().await;
-    let gw = Gateway::start(&upstream.config(""));
-    upstream
-        .mock()
-        .set_fault(Fault::Delay(Duration::from_secs(2)));
-    let mut caller = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // Every request is held at KwikID.
+    let kwikid = HeldKwikId::start(0).await;
+    let gw = Gateway::start(&kwikid.config(""));
+    let mut caller = RawConn::connect(gw.addr).await;
     caller
-        .write_all(
-            format!("POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Length: 26\r\n\r\n{{\"handshake_id\":\"hung-up\"}}")
-                .as_bytes(),
-        )
+        .send(&raw_init(r#"{"handshake_id":"hung-up"}"#))
         .await
         .unwrap();
-    eventually(
-        "the request to reach the mock",
-        Duration::from_secs(10),
-        || async { upstream.mock().served() == 1 },
-    )
-    .await;
+    kwikid.wait_arrived(1).await;
     drop(caller);
-    let line = gw.access_line(1);
-    assert_eq!(line["status"], 499);
-    assert_eq!(line["outcome"], "client_closed");
-    assert_eq!(line["handshake_id"], "hung-up");
+    let line = gw
+        .stdout
+        .wait_for("the hung-up request's access-log line", HANG_GUARD, |l| {
+            l.contains("\"handshake_id\":\"hung-up\"")
+        });
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["outcome"], "client_closed", "{line}");
+    assert_eq!(line["path"], INIT, "{line}");
     let metrics = admin_get(gw.admin, "/metrics").await.text();
-    assert!(
-        metrics.contains("status=\"499\",outcome=\"client_closed\"} 1"),
+    assert_eq!(
+        metric(
+            &metrics,
+            "kwikid_gateway_requests_total{route=\"/verification/v2/digilocker/init\",status=\"499\",outcome=\"client_closed\"}"
+        ),
+        Some(1.0),
         "{metrics}"
     );
+    kwikid.allow(1);
 }

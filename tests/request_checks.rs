@@ -7,6 +7,63 @@ use std::time::Duration;
 
 use support::*;
 
+/// A hang guard, not a speed limit: long enough that a busy 2-core machine never turns a slow
+/// answer into a failure.
+const WITHIN: Duration = Duration::from_secs(30);
+
+/// Sends `wire` (a request with `Connection: close`) on a new connection and asserts the
+/// gateway's own answer exactly: status, `x-gateway-error`, JSON content type, the body byte
+/// for byte and `connection: close`; then that the connection is closed. An empty or partial
+/// reply fails.
+async fn assert_raw_refusal(gw: &Gateway, wire: &[u8], status: u16, code: &str, body: &str) {
+    let what = String::from_utf8_lossy(&wire[..wire.len().min(80)]).into_owned();
+    let mut conn = RawConn::connect(gw.addr).await;
+    conn.send(wire).await.unwrap();
+    let r = conn
+        .read_response(WITHIN)
+        .await
+        .unwrap_or_else(|e| panic!("{what:?}: no answer: {e}"))
+        .unwrap_or_else(|| panic!("{what:?}: closed without an answer"));
+    assert_eq!(r.status, status, "{what:?}: {}", r.head);
+    assert_eq!(
+        r.header("x-gateway-error").as_deref(),
+        Some(code),
+        "{what:?}: {}",
+        r.head
+    );
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json"),
+        "{what:?}: {}",
+        r.head
+    );
+    assert_eq!(
+        r.header("connection").as_deref(),
+        Some("close"),
+        "{what:?}: {}",
+        r.head
+    );
+    assert_eq!(String::from_utf8_lossy(&r.body), body, "{what:?}");
+    assert_eq!(
+        conn.closed_within(WITHIN).await,
+        Ok(true),
+        "{what:?}: closed after the answer"
+    );
+}
+
+const NO_ROUTE_BODY: &str = r#"{"error":"No route matches this path."}"#;
+const TOO_LARGE_BODY: &str = r#"{"error":"The request body is larger than the gateway accepts."}"#;
+const BODY_TIMEOUT_BODY: &str = r#"{"error":"The request body did not arrive in time."}"#;
+
+/// The value of an unlabelled metric on the admin listener.
+async fn metric(gw: &Gateway, name: &str) -> f64 {
+    let metrics = admin_get(gw.admin, "/metrics").await.text();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+}
+
 /// Row 1: a peer outside `allow_cidrs` gets 403, whatever it sends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_peer_gets_403() {
@@ -58,22 +115,17 @@ async fn routes_are_exact_and_tricky_paths_are_refused() {
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
         );
-        let answer = raw(gw.addr, request.as_bytes()).await;
-        assert_eq!(raw_status(&answer), 404, "{path}: {answer}");
-        assert!(
-            answer.contains("x-gateway-error: no_route"),
-            "{path}: {answer}"
-        );
+        assert_raw_refusal(&gw, request.as_bytes(), 404, "no_route", NO_ROUTE_BODY).await;
     }
-    let backslash = raw(
-        gw.addr,
+    // A raw backslash: a path no route has.
+    assert_raw_refusal(
+        &gw,
         b"POST /verification\\v2/digilocker/init HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+        404,
+        "no_route",
+        NO_ROUTE_BODY,
     )
     .await;
-    assert!(
-        backslash.is_empty() || [400, 404].contains(&raw_status(&backslash)),
-        "{backslash}"
-    );
     assert!(upstream.mock().received().is_empty());
 }
 
@@ -95,15 +147,27 @@ async fn oversized_bodies_get_413_even_when_chunked() {
     let chunked = format!(
         "POST {INIT} HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunk}{chunk}{chunk}0\r\n\r\n"
     );
-    let answer = raw(gw.addr, chunked.as_bytes()).await;
-    assert_eq!(raw_status(&answer), 413, "{answer}");
+    assert_raw_refusal(
+        &gw,
+        chunked.as_bytes(),
+        413,
+        "body_too_large",
+        TOO_LARGE_BODY,
+    )
+    .await;
 
     // A huge announced body is refused before it is sent (no 100-continue wait, no buffering).
     let announced = format!(
         "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Length: 1000000000\r\nConnection: close\r\n\r\n"
     );
-    let answer = raw(gw.addr, announced.as_bytes()).await;
-    assert_eq!(raw_status(&answer), 413, "{answer}");
+    assert_raw_refusal(
+        &gw,
+        announced.as_bytes(),
+        413,
+        "body_too_large",
+        TOO_LARGE_BODY,
+    )
+    .await;
 
     // Exactly at the limit is fine.
     let exact = format!("{{\"handshake_id\":\"{}\"}}", "y".repeat(64 - 19));
@@ -214,32 +278,73 @@ async fn rate_limits_answer_429_with_retry_after() {
     );
 }
 
-/// `max_wait`: a request waits for a permit that comes soon enough instead of getting 429.
+/// `max_wait`: a request that finds its caller's bucket empty waits inside the gateway for
+/// the next permit and is then forwarded, instead of getting 429. Guards against `max_wait`
+/// being ignored (or the wait being spent before the request is counted in flight).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_wait_lets_a_request_wait_for_a_permit() {
     let upstream = Upstream::start().await;
+    // One permit, the next 5 s later: the second request cannot find one waiting for it.
     let gw = Gateway::start(&upstream.config(
-        "[rate_limit]\nglobal = { per_second = 1000, burst = 1000 }\nper_caller = { per_second = 5, burst = 1 }\nmax_wait = \"1s\"\n",
+        "[rate_limit]\nglobal = { per_second = 1000, burst = 1000 }\nper_caller = { per_second = 0.2, burst = 1 }\nmax_wait = \"30s\"\n",
     ));
-    let started = std::time::Instant::now();
-    for _ in 0..3 {
-        assert_eq!(init(gw.addr, "{}").await.status, 200);
-    }
+    assert_eq!(init(gw.addr, "{}").await.status, 200, "the only permit");
+    let addr = gw.addr;
+    let second = tokio::spawn(async move { init(addr, "{}").await });
+    // The event that shows the wait: the second request is in flight in the gateway while
+    // KwikID has still seen only the first.
+    eventually("the second request held in the gateway", WITHIN, || async {
+        metric(&gw, "kwikid_gateway_in_flight").await == 1.0 && upstream.mock().served() == 1
+    })
+    .await;
+    let answer = tokio::time::timeout(WITHIN, second)
+        .await
+        .expect("the permit comes within max_wait")
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(answer.gateway_error().is_none(), "{}", answer.text());
+    assert_eq!(upstream.mock().served(), 2);
+    let metrics = admin_get(gw.admin, "/metrics").await.text();
     assert!(
-        started.elapsed() >= Duration::from_millis(350),
-        "the 2nd and 3rd waited ~200 ms each"
+        !metrics.contains("kwikid_gateway_rate_limited_total{"),
+        "nothing was rate limited:\n{metrics}"
     );
+    let outcomes: Vec<String> = gw
+        .stdout
+        .wait_count(2, WITHIN)
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["outcome"].to_string())
+        .collect();
+    assert_eq!(outcomes, ["\"forwarded\"", "\"forwarded\""]);
 }
 
-/// Slow bodies are cut off at `request_timeout` with 408 rather than holding a slot forever.
+/// A body that never arrives: `request_timeout` fires, and the caller gets 408
+/// `body_timeout` and a closed connection; the access log says `body_timeout`. Guards
+/// against a slow body holding a slot for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_never_arrives_gets_408() {
     let upstream = Upstream::start().await;
     let gw = Gateway::start(&upstream.config(&upstream.upstream_table("1s", "500ms")));
     let request = format!(
-        "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\nConnection: close\r\n\r\n{{"
+        "POST {INIT} HTTP/1.1\r\nHost: gw\r\nX-Request-Id: slow-body\r\nContent-Length: 10\r\nConnection: close\r\n\r\n{{"
     );
-    let answer = raw(gw.addr, request.as_bytes()).await;
-    assert_eq!(raw_status(&answer), 408, "{answer}");
-    assert!(answer.contains("x-gateway-error: body_timeout"), "{answer}");
+    assert_raw_refusal(
+        &gw,
+        request.as_bytes(),
+        408,
+        "body_timeout",
+        BODY_TIMEOUT_BODY,
+    )
+    .await;
+    let line = gw.access_line(1);
+    assert_eq!(
+        (&line["request_id"], &line["status"], &line["outcome"]),
+        (
+            &serde_json::json!("slow-body"),
+            &serde_json::json!(408),
+            &serde_json::json!("body_timeout")
+        ),
+        "{line}"
+    );
+    assert_eq!(upstream.mock().served(), 0);
 }

@@ -679,3 +679,200 @@ pub async fn try_send(
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {within:?}")))
 }
+
+impl Lines {
+    /// The lines `stream` (a child process's stdout or stderr) writes, collected as they come.
+    pub fn from_stream(stream: impl std::io::Read + Send + 'static) -> Self {
+        let lines = Self::default();
+        lines.clone().follow(stream);
+        lines
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals of a request head the gateway could not read: malformed (400), too large (431),
+// too slow (408).
+//
+// ADJUST HERE, NOT IN THE TESTS. Today the gateway answers each of these heads itself: its
+// JSON body, `x-gateway-error`, a new `x-request-id`, `connection: close`, and an access-log
+// line with that request id and no method or path. A server built on hyper answers such heads
+// itself with a bare response (no JSON, no `x-gateway-error`, no access-log line), which
+// issue 11 accepts. These three helpers are the one place that pins the answer; what must not
+// change (the status, and the connection closing after it) is asserted here as well.
+
+/// Hang guard for the refusals below: generous, so a busy machine is never a failure.
+const HEAD_REFUSAL_WITHIN: Duration = Duration::from_secs(30);
+
+/// 431 `headers_too_large` (more than 64 headers or 16 KiB of head), read off `conn`; then
+/// the connection is closed.
+pub async fn assert_431(gw: &Gateway, conn: &mut RawConn) {
+    assert_head_refused(
+        gw,
+        conn,
+        431,
+        "headers_too_large",
+        "The request has more headers than the gateway accepts.",
+    )
+    .await;
+}
+
+/// 408 `header_timeout` (a head that started but did not finish within
+/// `listen.header_read_timeout`), read off `conn`; then the connection is closed.
+pub async fn assert_408_header_timeout(gw: &Gateway, conn: &mut RawConn) {
+    assert_head_refused(
+        gw,
+        conn,
+        408,
+        "header_timeout",
+        "The request head did not arrive in time.",
+    )
+    .await;
+}
+
+/// 400 `bad_request` (a malformed head, or ambiguous framing), read off `conn`; then the
+/// connection is closed.
+pub async fn assert_400_bad_request(gw: &Gateway, conn: &mut RawConn) {
+    assert_head_refused(
+        gw,
+        conn,
+        400,
+        "bad_request",
+        "The request is not valid HTTP/1.1.",
+    )
+    .await;
+}
+
+async fn assert_head_refused(
+    gw: &Gateway,
+    conn: &mut RawConn,
+    status: u16,
+    code: &str,
+    sentence: &str,
+) {
+    let answer = conn
+        .read_response(HEAD_REFUSAL_WITHIN)
+        .await
+        .unwrap_or_else(|e| panic!("{status} {code}: no answer: {e}"))
+        .unwrap_or_else(|| panic!("{status} {code}: closed without an answer"));
+    let head = &answer.head;
+    assert!(
+        head.starts_with(&format!("HTTP/1.1 {status} ")),
+        "{status} {code}: {head}"
+    );
+    assert_eq!(
+        answer.header("x-gateway-error").as_deref(),
+        Some(code),
+        "{head}"
+    );
+    assert_eq!(
+        answer.header("content-type").as_deref(),
+        Some("application/json"),
+        "{head}"
+    );
+    assert_eq!(
+        answer.header("connection").as_deref(),
+        Some("close"),
+        "{head}"
+    );
+    assert_eq!(
+        answer.header_all("content-length"),
+        [answer.body.len().to_string()],
+        "{head}"
+    );
+    assert!(answer.header_all("transfer-encoding").is_empty(), "{head}");
+    assert_eq!(
+        String::from_utf8_lossy(&answer.body),
+        format!("{{\"error\":\"{sentence}\"}}"),
+        "{head}"
+    );
+    let id = answer
+        .header("x-request-id")
+        .unwrap_or_else(|| panic!("{status} {code}: no x-request-id: {head}"));
+    assert!(!id.is_empty(), "{head}");
+    assert_eq!(
+        conn.closed_within(HEAD_REFUSAL_WITHIN).await,
+        Ok(true),
+        "{status} {code}: the connection is closed after the answer"
+    );
+    let request_id = format!("\"request_id\":\"{id}\"");
+    let line = gw.stdout.wait_for(
+        &format!("the access-log line of the {status} {code}"),
+        HEAD_REFUSAL_WITHIN,
+        |l| l.contains(&request_id),
+    );
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["status"], status, "{line}");
+    assert_eq!(line["outcome"], code, "{line}");
+    assert_eq!(line["method"], "", "{line}");
+    assert_eq!(line["path"], "", "{line}");
+    assert_eq!(line["caller"], "127.0.0.1", "{line}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes started by a test itself (the gateway with its own command line, `kwikid-mock`).
+
+/// Waits (up to `within`) for `child` to exit by itself and returns its exit code; a child
+/// still running then is killed and the test fails instead of hanging.
+pub fn exit_code_within(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads `stream` (a child's stdout or stderr) to its end on a thread of its own: joined
+/// after the child exits, it holds every byte the child wrote.
+pub fn read_all(
+    mut stream: impl std::io::Read + Send + 'static,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut text);
+        text
+    })
+}
+
+/// Runs `cmd` until it exits by itself (within `within`): its exit code, and everything it
+/// wrote to stdout and to stderr.
+pub fn run_to_exit(mut cmd: Command, within: Duration) -> (Option<i32>, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the process");
+    let stdout = read_all(child.stdout.take().unwrap());
+    let stderr = read_all(child.stderr.take().unwrap());
+    let code = exit_code_within(&mut child, within);
+    (code, stdout.join().unwrap(), stderr.join().unwrap())
+}
+
+/// The body the mock made when it answered its `n`th request (1-based) with 200: built, as
+/// the mock builds it, from the Host and Authorization that request carried and the mock's
+/// count. A caller's body equal to this is KwikID's answer byte for byte.
+pub fn mock_ok_body(mock: &Mock, n: usize) -> Vec<u8> {
+    let received = mock.received();
+    let seen = received
+        .get(n - 1)
+        .unwrap_or_else(|| panic!("the mock received {} requests, not {n}", received.len()));
+    let header = |name: &str| {
+        seen.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("request {n} reached the mock without {name}"))
+            .to_str()
+            .unwrap()
+    };
+    let url =
+        kwikid_gateway::mock::redirection_url(header("host"), header("authorization"), n as u64);
+    serde_json::json!({ "redirection_url": url })
+        .to_string()
+        .into_bytes()
+}
