@@ -17,16 +17,23 @@ HEADINGS = {
     "gateway_redis": "gateway, limits in Redis",
     "nginx": "nginx (1 worker)",
 }
+# SPEC §9: CPU per request at most 0.9 × nginx's; the goal is 0.8 ×.
+CPU_TARGET, CPU_GOAL = 0.9, 0.8
+
+
+def cpu_target(g, n):
+    goal = "met" if g <= CPU_GOAL * n else "not met"
+    return (f"≤ {CPU_TARGET} × nginx (goal {CPU_GOAL} ×: {goal})", g <= CPU_TARGET * n)
+
+
 # metric, label, decimals, target check (gateway median, nginx median) -> (text, ok) or None
 METRICS = [
     ("rps", "max requests/s ({conns} keep-alive conns)", 0, None),
     ("p50_ms", "p50 latency at {rate} req/s (ms)", 3, None),
     ("p99_ms", "p99 latency at {rate} req/s (ms)", 3,
      lambda g, n: ("≤ nginx", g <= n)),
-    ("cpu_us_max", "proxy CPU-µs per request, at max req/s", 1,
-     lambda g, n: ("≤ 0.8 × nginx", g <= 0.8 * n)),
-    ("cpu_us_rate", "proxy CPU-µs per request, at {rate} req/s", 1,
-     lambda g, n: ("≤ 0.8 × nginx", g <= 0.8 * n)),
+    ("cpu_us_max", "proxy CPU-µs per request, at max req/s", 1, cpu_target),
+    ("cpu_us_rate", "proxy CPU-µs per request, at {rate} req/s", 1, cpu_target),
     ("peak_rss_mib", "peak RSS under load (MiB)", 1, None),
     ("idle_rss_mib", "RSS with {idle_conns} idle keep-alive callers (MiB)", 1,
      lambda g, n: ("< 20 MiB", g < 20)),
@@ -134,7 +141,8 @@ def main():
             check = ""
             if target and g is not None and n is not None:
                 text, ok = target(g, n)
-                check = f"{text}: {'met' if ok else '**not met**'}"
+                head, _, note = text.partition(" (")
+                check = f"{head}: {'met' if ok else '**not met**'}" + (f" ({note}" if note else "")
             row.append(check)
         w("| " + " | ".join(row) + " |")
     if "gateway_redis" in present:
