@@ -4,7 +4,7 @@
 #   bash fuzz/run.sh [SECONDS]      # SECONDS per target, default 60
 #
 # Knobs (environment): FUZZ_TARGETS="route_matcher body_validator config_loader access_log
-# http1_framing" (a subset, space-separated).
+# header_filter" (a subset, space-separated).
 # Needs only stable Rust: cargo-fuzz's nightly flags are allowed with RUSTC_BOOTSTRAP=1.
 # Builds with AddressSanitizer (cargo-fuzz's default) into fuzz/target. New corpus entries go
 # to fuzz/corpus/TARGET (git-ignored), crashes to fuzz/artifacts/TARGET (git-ignored);
@@ -15,7 +15,7 @@ seconds=${1:-60}
 case $seconds in
 '' | *[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2 ;;
 esac
-targets=${FUZZ_TARGETS:-route_matcher body_validator config_loader access_log http1_framing}
+targets=${FUZZ_TARGETS:-route_matcher body_validator config_loader access_log header_filter}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)

@@ -8,6 +8,6 @@
 mod record;
 mod writer;
 
-pub use record::{AccessRecord, render};
 pub(crate) use record::scrub;
+pub use record::{AccessRecord, render};
 pub use writer::AccessLog;

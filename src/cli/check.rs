@@ -65,4 +65,3 @@ fn reach_redis(config: &Config) -> Result<(), String> {
         }
     })
 }
-

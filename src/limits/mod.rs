@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use self::redis::SharedBuckets;
 use crate::config::{OnRedisError, Rate, RateLimit};
 use crate::metrics::Metrics;
-use self::redis::SharedBuckets;
 
 /// Which bucket refused a request; a bounded metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -274,7 +274,10 @@ pub fn upstream_retry_after(value: Option<&[u8]>) -> Duration {
         .map(str::trim)
         .and_then(|v| {
             if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-                return Some(v.parse::<u64>().map_or(MAX_UPSTREAM_HOLD, Duration::from_secs));
+                return Some(
+                    v.parse::<u64>()
+                        .map_or(MAX_UPSTREAM_HOLD, Duration::from_secs),
+                );
             }
             httpdate::parse_http_date(v).ok().map(|at| {
                 at.duration_since(std::time::SystemTime::now())
@@ -294,14 +297,17 @@ mod tests {
     /// hold the longest, never the shortest).
     #[test]
     fn huge_retry_after_saturates_at_the_cap() {
-        for huge in [&b"18446744073709551616"[..], b"99999999999999999999999", b"18446744073709551615"] {
+        for huge in [
+            &b"18446744073709551616"[..],
+            b"99999999999999999999999",
+            b"18446744073709551615",
+        ] {
             assert_eq!(upstream_retry_after(Some(huge)), MAX_UPSTREAM_HOLD);
         }
         assert_eq!(upstream_retry_after(Some(b"7")), Duration::from_secs(7));
         assert_eq!(upstream_retry_after(Some(b"-5")), Duration::from_secs(1));
         assert_eq!(upstream_retry_after(None), Duration::from_secs(1));
     }
-
 
     fn limits(per_caller: Rate, global: Rate, max_wait: Duration) -> RateLimits {
         RateLimits::new(&RateLimit {

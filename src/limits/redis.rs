@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::config::{Rate, RedisLimits};
 use super::{Limited, Scope};
+use crate::config::{Rate, RedisLimits};
 
 const PREFIX: &str = "kwikid-gateway:{limits}:";
 

@@ -86,7 +86,9 @@ where
         let caller = match &peer.certificate_name {
             Some(name) => Box::from(&**name),
             None => trusted::caller_name(
-                headers.get(&recorder.caller_header).map(HeaderValue::as_bytes),
+                headers
+                    .get(&recorder.caller_header)
+                    .map(HeaderValue::as_bytes),
                 peer.addr,
             )
             .into_boxed_str(),
@@ -119,7 +121,10 @@ where
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes_out));
                 *answer.body_mut() = Full::new(Bytes::new());
             }
-            line.record(answer.status().as_u16(), usize::try_from(bytes_out).unwrap_or(0));
+            line.record(
+                answer.status().as_u16(),
+                usize::try_from(bytes_out).unwrap_or(0),
+            );
             Ok(answer)
         })
     }
@@ -148,7 +153,10 @@ impl Line {
         };
         let recorder = &*self.recorder;
         let elapsed = self.started.elapsed();
-        let route = trail.route.and_then(|i| recorder.routes.get(i)).map(|r| &r.path);
+        let route = trail
+            .route
+            .and_then(|i| recorder.routes.get(i))
+            .map(|r| &r.path);
         recorder.metrics.request(route, status, outcome, elapsed);
         let token = trail.token.unwrap_or_else(|| recorder.token.current());
         recorder.sink.write(
@@ -159,7 +167,11 @@ impl Line {
                 method: self.method.as_str(),
                 path: &self.path,
                 status,
-                upstream_status: if trail.outcome.is_none() { trail.upstream_status } else { None },
+                upstream_status: if trail.outcome.is_none() {
+                    trail.upstream_status
+                } else {
+                    None
+                },
                 outcome,
                 duration_ms: elapsed.as_secs_f64() * 1000.0,
                 upstream_ms: trail.upstream_ms,

@@ -57,7 +57,10 @@ pub struct BodyStep<S> {
 
 impl<S, B> tower::Service<Request<B>> for BodyStep<S>
 where
-    S: tower::Service<Request<JsonBody>, Response = Answer, Error = Reject> + Clone + Send + 'static,
+    S: tower::Service<Request<JsonBody>, Response = Answer, Error = Reject>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

@@ -86,7 +86,11 @@ impl Exchange {
     /// A request carrying a trusted record, for the steps' own tests.
     #[cfg(test)]
     pub(crate) fn for_test<B>(mut request: Request<B>) -> (Request<B>, Arc<Self>) {
-        let exchange = Self::new(HeaderValue::from_static("req-1"), "test-caller".into(), true);
+        let exchange = Self::new(
+            HeaderValue::from_static("req-1"),
+            "test-caller".into(),
+            true,
+        );
         request.extensions_mut().insert(exchange.clone());
         (request, exchange)
     }

@@ -87,7 +87,11 @@ impl Forward {
         }
         let answer = answer.map_err(|e| {
             self.metrics.upstream_error(e.kind());
-            tracing::warn!(request_id = logged_id, kind = e.kind(), "upstream request failed");
+            tracing::warn!(
+                request_id = logged_id,
+                kind = e.kind(),
+                "upstream request failed"
+            );
             match e {
                 UpstreamError::Timeout => Reject::UpstreamTimeout,
                 _ => Reject::UpstreamUnavailable,

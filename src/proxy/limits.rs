@@ -45,7 +45,10 @@ pub struct LimitsStep<S> {
 
 impl<S> tower::Service<Request<JsonBody>> for LimitsStep<S>
 where
-    S: tower::Service<Request<JsonBody>, Response = Answer, Error = Reject> + Clone + Send + 'static,
+    S: tower::Service<Request<JsonBody>, Response = Answer, Error = Reject>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     type Response = Answer;
@@ -62,16 +65,13 @@ where
         let LimitsLayer { limits, metrics } = self.layer.clone();
         Box::pin(async move {
             let caller = Exchange::of(&request).map_or_else(|| "".into(), |e| e.caller.clone());
-            limits
-                .acquire(&caller, &metrics)
-                .await
-                .map_err(|limited| {
-                    tracing::debug!(scope = limited.scope.as_str(), "rate limited");
-                    metrics.rate_limited(limited.scope.as_str());
-                    Reject::RateLimited {
-                        retry_after_secs: limited.retry_after_secs,
-                    }
-                })?;
+            limits.acquire(&caller, &metrics).await.map_err(|limited| {
+                tracing::debug!(scope = limited.scope.as_str(), "rate limited");
+                metrics.rate_limited(limited.scope.as_str());
+                Reject::RateLimited {
+                    retry_after_secs: limited.retry_after_secs,
+                }
+            })?;
             inner.call(request).await
         })
     }
@@ -100,6 +100,11 @@ mod tests {
         }
         let (request, _) = Exchange::for_test(Request::new(JsonBody::default()));
         let refused = service.oneshot(request).await.unwrap_err();
-        assert_eq!(refused, Reject::RateLimited { retry_after_secs: 1 });
+        assert_eq!(
+            refused,
+            Reject::RateLimited {
+                retry_after_secs: 1
+            }
+        );
     }
 }

@@ -54,7 +54,10 @@ impl Pipeline {
     pub fn stack<B>(
         &self,
         peer: Peer,
-    ) -> impl Service<Request<B>, Response = Answer, Error = Infallible, Future: Send> + Clone + Send + 'static
+    ) -> impl Service<Request<B>, Response = Answer, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -88,13 +91,19 @@ pub(crate) mod tests {
 
     /// An inner service that answers 200 to anything.
     pub(crate) fn ok<R: Send + 'static>()
-    -> impl Service<R, Response = Answer, Error = Reject, Future: Send + 'static> + Clone + Send + 'static {
+    -> impl Service<R, Response = Answer, Error = Reject, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static {
         tower::service_fn(|_: R| async { Ok(Response::new(Full::new(Bytes::from_static(b"ok")))) })
     }
 
     /// An inner service that must never be reached.
     pub(crate) fn refused_by<R: Send + 'static>()
-    -> impl Service<R, Response = Answer, Error = Reject, Future: Send + 'static> + Clone + Send + 'static {
+    -> impl Service<R, Response = Answer, Error = Reject, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static {
         tower::service_fn(|_: R| async { panic!("a refused request reached the next step") })
     }
 

@@ -81,7 +81,11 @@ mod tests {
     #[tokio::test]
     async fn callbacks_outside_the_list_get_422() {
         let hosts = ["app.example.com"];
-        assert!(checked(&hosts, Some("https://app.example.com/cb")).await.is_ok());
+        assert!(
+            checked(&hosts, Some("https://app.example.com/cb"))
+                .await
+                .is_ok()
+        );
         assert!(checked(&hosts, None).await.is_ok());
         for url in ["https://evil.example/cb", "http://app.example.com/cb"] {
             let refused = checked(&hosts, Some(url)).await.unwrap_err();

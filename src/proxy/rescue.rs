@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Version};
 use http_body_util::Full;
 
 use super::exchange::Exchange;
@@ -121,6 +121,14 @@ impl Reject {
         response
     }
 
+    /// The request's body was cut short: too large, too slow, or broken.
+    pub fn leaves_body_unread(&self) -> bool {
+        matches!(
+            self,
+            Self::BodyTooLarge | Self::BodyTimeout | Self::BodyUnreadable
+        )
+    }
+
     /// The length of the body [`Self::into_response`] writes.
     pub fn body_len(&self) -> usize {
         BODY_PREFIX.len() + self.sentence().len() + BODY_SUFFIX.len()
@@ -161,13 +169,24 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let exchange = Exchange::of(&request);
+        let http1 = request.version() < Version::HTTP_2;
         let answer = self.inner.call(request);
         Box::pin(async move {
             Ok(answer.await.unwrap_or_else(|reject| {
                 if let Some(exchange) = exchange {
                     exchange.refused(reject.code());
                 }
-                reject.into_response()
+                let ends_connection = reject.leaves_body_unread() && http1;
+                let mut response = reject.into_response();
+                if ends_connection {
+                    // Whatever is left of the body would be read as the next request
+                    // (RFC 9112 §9.6): the connection ends after this answer. HTTP/2
+                    // frames each stream, so only its stream ends.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
             }))
         })
     }
@@ -239,7 +258,9 @@ mod tests {
     /// against the access log missing the refusal's code.
     #[tokio::test]
     async fn a_refusal_below_becomes_an_answer_and_is_noted() {
-        let inner = tower::service_fn(|_: Request<()>| async { Err::<Response<Full<Bytes>>, _>(Reject::NoRoute) });
+        let inner = tower::service_fn(|_: Request<()>| async {
+            Err::<Response<Full<Bytes>>, _>(Reject::NoRoute)
+        });
         let (request, exchange) = Exchange::for_test(Request::new(()));
         let answer = RescueLayer.layer(inner).oneshot(request).await.unwrap();
         assert_eq!(answer.status(), StatusCode::NOT_FOUND);

@@ -100,9 +100,15 @@ mod tests {
         let init = "/verification/v2/digilocker/init";
         assert!(routed(Method::POST, init).await.is_ok());
         assert!(routed(Method::POST, &format!("{init}?a=b")).await.is_ok());
-        assert_eq!(routed(Method::POST, "/other").await.unwrap_err(), Reject::NoRoute);
+        assert_eq!(
+            routed(Method::POST, "/other").await.unwrap_err(),
+            Reject::NoRoute
+        );
         let absolute = format!("http://evil.example{init}");
-        assert_eq!(routed(Method::POST, &absolute).await.unwrap_err(), Reject::NoRoute);
+        assert_eq!(
+            routed(Method::POST, &absolute).await.unwrap_err(),
+            Reject::NoRoute
+        );
         match routed(Method::HEAD, init).await.unwrap_err() {
             Reject::MethodNotAllowed { allow } => assert_eq!(allow, "POST"),
             other => panic!("{other:?}"),
@@ -112,9 +118,15 @@ mod tests {
     /// Guards against the matched route not reaching the access log and metrics.
     #[tokio::test]
     async fn the_matched_route_is_noted() {
-        let request = Request::post("/verification/v2/digilocker/init").body(()).unwrap();
+        let request = Request::post("/verification/v2/digilocker/init")
+            .body(())
+            .unwrap();
         let (request, exchange) = Exchange::for_test(request);
-        RouteLayer::new(routes()).layer(ok()).oneshot(request).await.unwrap();
+        RouteLayer::new(routes())
+            .layer(ok())
+            .oneshot(request)
+            .await
+            .unwrap();
         assert_eq!(exchange.trail().route, Some(0));
     }
 }

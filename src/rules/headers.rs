@@ -33,7 +33,11 @@ const LONGEST_KNOWN: usize = 19;
 
 /// `name` lowercased, with `_` read as `-`.
 fn fold(b: u8) -> u8 {
-    if b == b'_' { b'-' } else { b.to_ascii_lowercase() }
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
 }
 
 /// Whether two header names are the same once both are folded.

@@ -61,8 +61,7 @@ impl Gateway {
     ) -> Result<Arc<Self>, SetupError> {
         let metrics = Arc::new(Metrics::new());
         metrics.token_in_use(&token.fingerprint());
-        let limits =
-            Arc::new(RateLimits::new(&config.rate_limit).map_err(|_| SetupError::Redis)?);
+        let limits = Arc::new(RateLimits::new(&config.rate_limit).map_err(|_| SetupError::Redis)?);
         metrics.limit_backend(limits.preferred_backend());
         let token = Arc::new(TokenStore::new(token));
         let upstream = Arc::new(Upstream::new(&config.upstream).map_err(SetupError::Tls)?);
@@ -275,21 +274,20 @@ impl Connection {
             refused(&gateway, addr, e.as_ref());
         }
     }
-
 }
 
 /// hyper answered by itself (a malformed head, one too large, one too slow) or the
 /// connection broke: counted, and logged at debug with the peer, never with the bytes.
 fn refused(gateway: &Gateway, addr: SocketAddr, error: &(dyn std::error::Error + 'static)) {
-        let kind = match error.downcast_ref::<hyper::Error>() {
-            Some(e) if e.is_parse_too_large() => "headers_too_large",
-            Some(e) if e.is_timeout() => "header_timeout",
-            Some(e) if e.is_parse() || e.is_parse_version_h2() => "bad_request",
-            Some(e) if e.is_incomplete_message() => "incomplete",
-            _ => "io",
-        };
-        gateway.metrics.connection_error(kind);
-        tracing::debug!(peer = %addr, kind, "caller connection ended with an error");
+    let kind = match error.downcast_ref::<hyper::Error>() {
+        Some(e) if e.is_parse_too_large() => "headers_too_large",
+        Some(e) if e.is_timeout() => "header_timeout",
+        Some(e) if e.is_parse() || e.is_parse_version_h2() => "bad_request",
+        Some(e) if e.is_incomplete_message() => "incomplete",
+        _ => "io",
+    };
+    gateway.metrics.connection_error(kind);
+    tracing::debug!(peer = %addr, kind, "caller connection ended with an error");
 }
 
 /// A future that resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when

@@ -31,7 +31,12 @@ pub(super) async fn accept(
 
 /// The peer of a TLS connection: with mTLS (SPEC §7), trusted only with a verified
 /// certificate, and named by its first DNS SAN, else its CN.
-pub(super) fn peer(stream: &TlsStream<TcpStream>, addr: SocketAddr, in_cidrs: bool, mutual: bool) -> Peer {
+pub(super) fn peer(
+    stream: &TlsStream<TcpStream>,
+    addr: SocketAddr,
+    in_cidrs: bool,
+    mutual: bool,
+) -> Peer {
     let certificate_name = if mutual {
         stream
             .get_ref()

@@ -123,7 +123,9 @@ impl Upstream {
                         return Ok(response);
                     }
                     Exchanged::NotSent(unsent) if connection.reused() => {
-                        tracing::trace!("pooled upstream connection was closed; sending on another");
+                        tracing::trace!(
+                            "pooled upstream connection was closed; sending on another"
+                        );
                         request = unsent;
                     }
                     Exchanged::NotSent(_) => return Err(UpstreamError::Broken { kind: "closed" }),
