@@ -112,14 +112,16 @@ where
             answer
                 .headers_mut()
                 .insert(X_REQUEST_ID, line.exchange.request_id.clone());
-            let bytes_out = answer.body().size_hint().exact().unwrap_or(0);
+            let mut bytes_out = answer.body().size_hint().exact().unwrap_or(0);
             if line.method == Method::HEAD {
-                // A HEAD answer is the head a GET would get: its length, no body bytes
-                // (RFC 9110 §9.3.2).
-                answer
-                    .headers_mut()
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes_out));
+                // A HEAD answer is the head a GET would get: its length (KwikID's, when it
+                // said one), and no body bytes (RFC 9110 §9.3.2).
+                let headers = answer.headers_mut();
+                if !headers.contains_key(header::CONTENT_LENGTH) {
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes_out));
+                }
                 *answer.body_mut() = Full::new(Bytes::new());
+                bytes_out = 0;
             }
             line.record(
                 answer.status().as_u16(),

@@ -52,6 +52,7 @@ impl Forward {
     async fn forward(self, request: Request<JsonBody>) -> Result<Answer, Reject> {
         let exchange = Exchange::of(&request);
         let (parts, body) = request.into_parts();
+        let head = parts.method == http::Method::HEAD;
         let mut outgoing = headers::request_headers(&parts.headers, &self.caller_header);
         let token = self.token.current();
         let logged_id = match &exchange {
@@ -108,7 +109,12 @@ impl Forward {
             );
             self.limits.hold_after_upstream_429(hold).await;
         }
+        let length = parts.headers.get(header::CONTENT_LENGTH).cloned();
         headers::strip_response_headers(&mut parts.headers);
+        if let (true, Some(length)) = (head, length) {
+            // KwikID's answer to a HEAD says how long its GET would be; keep that.
+            parts.headers.insert(header::CONTENT_LENGTH, length);
+        }
         Ok(http::Response::from_parts(parts, Full::new(bytes)))
     }
 }

@@ -39,6 +39,8 @@ pub enum Reject {
     UpstreamTimeout,
     /// The body broke off, or its framing is malformed.
     BodyUnreadable,
+    /// An HTTP/2 head of more than 64 fields (hyper refuses such HTTP/1.1 heads itself).
+    TooManyHeaders,
 }
 
 impl Reject {
@@ -49,6 +51,7 @@ impl Reject {
             Self::MethodNotAllowed { .. } => 405,
             Self::BodyTooLarge => 413,
             Self::BodyTimeout => 408,
+            Self::TooManyHeaders => 431,
             Self::InvalidBody(_) | Self::BodyUnreadable => 400,
             Self::CallbackNotAllowed => 422,
             Self::RateLimited { .. } => 429,
@@ -70,6 +73,7 @@ impl Reject {
             Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::TooManyHeaders => "headers_too_large",
         }
     }
 
@@ -87,6 +91,7 @@ impl Reject {
             }
             Self::UpstreamUnavailable => "KwikID could not be reached or did not answer properly.",
             Self::UpstreamTimeout => "KwikID did not answer in time.",
+            Self::TooManyHeaders => "The request has more headers than the gateway accepts.",
             Self::BodyUnreadable => "The request body could not be read.",
         }
     }
@@ -218,6 +223,7 @@ mod tests {
             Reject::UpstreamUnavailable,
             Reject::UpstreamTimeout,
             Reject::BodyUnreadable,
+            Reject::TooManyHeaders,
         ]
     }
 

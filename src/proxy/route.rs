@@ -11,6 +11,10 @@ use super::rescue::Reject;
 use super::{Answer, Step};
 use crate::rules::route::{self, Miss, Route};
 
+/// Fields a request head may have; `431 headers_too_large` past it.
+pub const MAX_HEADERS: usize = 64;
+
+/// `431 headers_too_large` for an HTTP/2 head of more than [`MAX_HEADERS`] fields, then
 /// `404 no_route`, or `405 method_not_allowed` with `Allow` where only the method differs
 /// (SPEC §4; RFC 9110 §15.5.6).
 #[derive(Clone, Debug)]
@@ -65,6 +69,11 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Step {
+        // The head's field count, as hyper holds HTTP/1.1 heads to it (RFC 9113 leaves the
+        // limit to the server; SETTINGS_MAX_HEADER_LIST_SIZE bounds only the size).
+        if request.headers().len() > MAX_HEADERS {
+            return Box::pin(std::future::ready(Err(Reject::TooManyHeaders)));
+        }
         match route::match_route(&self.routes, request.method().as_str(), target(&request)) {
             Ok(index) => {
                 if let Some(exchange) = Exchange::of(&request) {

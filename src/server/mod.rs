@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceBuilder;
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
@@ -265,12 +266,39 @@ impl Connection {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let addr = peer.addr;
-        let service = TowerToHyperService::new(self.gateway.pipeline.stack(peer));
+        let first_request = Arc::new(AtomicBool::new(false));
+        let seen = first_request.clone();
+        let stack = ServiceBuilder::new()
+            .map_request(move |request| {
+                seen.store(true, Ordering::Relaxed);
+                request
+            })
+            .service(self.gateway.pipeline.stack(peer));
+        let service = TowerToHyperService::new(stack);
         let connection = self.builder.serve_connection(TokioIo::new(io), service);
         let Self {
             gateway, watcher, ..
         } = self;
-        if let Err(e) = watcher.watch(connection).await {
+        let connection = watcher.watch(connection);
+        tokio::pin!(connection);
+        // hyper's header timeout starts once it knows the protocol, which takes the caller's
+        // first bytes: a connection that sends none, or too few to tell, would otherwise hold
+        // its slot for ever. The first request must arrive within `header_read_timeout`.
+        let first_deadline = tokio::time::sleep(gateway.config.listen.header_read_timeout);
+        let ended = tokio::select! {
+            biased;
+            ended = &mut connection => ended,
+            () = first_deadline => {
+                if first_request.load(Ordering::Relaxed) {
+                    connection.await
+                } else {
+                    gateway.metrics.connection_error("header_timeout");
+                    tracing::debug!(peer = %addr, "caller sent no request in time; closing");
+                    return;
+                }
+            }
+        };
+        if let Err(e) = ended {
             refused(&gateway, addr, e.as_ref());
         }
     }
