@@ -35,7 +35,6 @@ pub mod config;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
-pub mod mock;
 pub mod proxy;
 pub mod reload;
 pub mod rules;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kwikid_gateway::mock::Fault;
+use support::mock::Fault;
 use support::*;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use kwikid_gateway::mock::Fault;
+use support::mock::Fault;
 use support::*;
 use tokio::sync::watch;
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kwikid_gateway::mock::Fault;
+use support::mock::Fault;
 use support::*;
 
 /// The gateway binary with the test token and no config named by the environment.

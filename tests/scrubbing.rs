@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-use kwikid_gateway::mock::{Fault, redirection_url};
+use support::mock::{Fault, redirection_url};
 use support::*;
 
 const TRACE: &str = "[log]\nlevel = \"trace\"\nformat = \"json\"\n";

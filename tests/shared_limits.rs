@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kwikid_gateway::mock::Fault;
+use support::mock::Fault;
 use support::*;
 
 /// How long any one awaited event may take before the test fails instead of hanging.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kwikid_gateway::mock::Fault;
+use support::mock::Fault;
 use support::*;
 
 /// Upstream down: 502 upstream_unavailable; back up: 200 again, no restart of the gateway.

@@ -9,11 +9,11 @@ mod support;
 
 use std::path::Path;
 
-use kwikid_gateway::mock::Mock;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use support::mock::Mock;
 use support::*;
 
 /// The body the gateway sends with `502 upstream_unavailable` (src/error.rs).

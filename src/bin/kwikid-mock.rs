@@ -1,13 +1,17 @@
 //! `kwikid-mock`: a stand-in for KwikID's DigiLocker init endpoint, for demos, tests and
-//! benchmarks. See `kwikid_gateway::mock`.
+//! benchmarks. The mock itself is `src/mock/`, compiled into this binary (it is no part of the
+//! gateway's library).
+
+#[path = "../mock/mod.rs"]
+mod mock;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kwikid_gateway::mock::{Fault, Mock};
 use kwikid_gateway::tls;
+use mock::{Fault, Mock, Options};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -15,7 +19,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 ///
 /// With the right token it answers 200 and a redirection_url of KwikID's shape; without
 /// Authorization 400; with another token 401. By default it serves HTTPS with a throwaway
-/// certificate whose CA it writes to --ca-out, so a gateway can trust it.
+/// certificate whose CA it writes to --ca-out, so a gateway can trust it. It speaks HTTP/1.1
+/// and HTTP/2 (ALPN h2 over HTTPS, prior knowledge over plain HTTP) unless --http1-only.
 #[derive(Parser)]
 #[command(name = "kwikid-mock", version)]
 struct Cli {
@@ -37,6 +42,10 @@ struct Cli {
     /// Where to write the throwaway CA certificate (PEM), for the gateway's upstream.ca_file.
     #[arg(long)]
     ca_out: Option<PathBuf>,
+    /// Serve HTTP/1.1 only (ALPN offers only http/1.1), as a KwikID behind an HTTP/1.1-only
+    /// load balancer would.
+    #[arg(long)]
+    http1_only: bool,
     /// Misbehave: none, delay=250ms, reset, 500, 429[=SECONDS], garbage.
     #[arg(long, default_value = "none")]
     fault: Fault,
@@ -86,10 +95,33 @@ async fn run(cli: Cli) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
-    let mock = Mock::start(listener, &cli.token, tls, false).map_err(|e| e.to_string())?;
+    let options = Options {
+        record: false,
+        http2: !cli.http1_only,
+    };
+    let mock = Mock::start_with(listener, &cli.token, tls, options).map_err(|e| e.to_string())?;
     mock.set_fault(cli.fault);
     println!("kwikid-mock listening on {scheme}://{}", mock.addr);
-    kwikid_gateway::server::shutdown_signal().await;
+    shutdown_signal().await;
     mock.stop().await;
     Ok(())
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut interrupt)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -19,10 +19,14 @@ use tokio::net::TcpListener;
 
 use kwikid_gateway::access_log::AccessLog;
 use kwikid_gateway::config::{Config, RawConfig};
-use kwikid_gateway::mock::Mock;
 use kwikid_gateway::rules::route;
 use kwikid_gateway::secret::Token;
 use kwikid_gateway::{Gateway, logging, server, tls};
+
+// The mock KwikID is binaries' code, compiled in here for the demo; the library never sees it.
+#[path = "../mock/mod.rs"]
+mod mock;
+use mock::Mock;
 
 const SAMPLE_BODY: &str =
     r#"{"handshake_id":"demo-session-1","callback_url":"https://app.example.com/dl/cb"}"#;

@@ -1,127 +1,193 @@
-//! `kwikid-mock`: a stand-in for KwikID's DigiLocker init endpoint, over a real socket, HTTPS
-//! (throwaway or given certificate) or plain HTTP.
+//! The mock KwikID: a stand-in for KwikID's DigiLocker init endpoint over a real socket, HTTPS
+//! (ALPN `h2` and `http/1.1`) or plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge).
 //!
-//! It answers as KwikID documents (200 with a `redirection_url` of KwikID's shape, 400 without
-//! `Authorization`, 401 for another token) and can be told to misbehave: delay, reset the
-//! connection, answer 500 or 429, or answer bytes that are not HTTP. It records every request
-//! it receives, so tests can assert what KwikID would have seen.
+//! It is no part of the gateway's library and uses none of its code: it is compiled into the
+//! `kwikid-mock` binary, into the gateway binary for `demo`, and into the integration tests,
+//! each with `#[path = "…/src/mock/mod.rs"] mod mock;`.
+//!
+//! - this file: the server: start, accept, HTTP/1.1 and HTTP/2 per connection, what it recorded
+//! - [`answer`]: what KwikID answers, and what each fault makes of it
+//! - [`fault`]: the faults, and the writer that turns an answer into bytes that are not HTTP
+//!
+//! It records every request it receives (with the HTTP version it came with), so tests can
+//! assert what KwikID would have seen.
+
+// Each crate that compiles this module uses a different part of it.
+#![allow(dead_code)]
+
+mod answer;
+mod fault;
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Method, Version, header};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::rules::route::DIGILOCKER_INIT;
+#[allow(unused_imports)] // for the tests, which rebuild the bodies the mock made
+pub(crate) use answer::redirection_url;
+pub(crate) use fault::Fault;
 
-/// How the mock misbehaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Fault {
-    #[default]
-    None,
-    /// Answer normally, after this long.
-    Delay(Duration),
-    /// Close the connection without answering (with a TCP reset where the socket allows).
-    Reset,
-    /// `500 {"error": "Internal Server Error"}`.
-    ServerError,
-    /// `429` with this `Retry-After`, as an account over its quota would get.
-    TooManyRequests { retry_after_secs: u64 },
-    /// Bytes that are not HTTP, then close.
-    Garbage,
+/// The one endpoint the mock serves (KwikID's, as the gateway forwards it).
+pub(crate) const DIGILOCKER_INIT: &str = "/verification/v2/digilocker/init";
+
+/// How a mock serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Options {
+    /// Keep every request for [`Mock::received`] (tests); benchmarks leave it off.
+    pub(crate) record: bool,
+    /// Serve HTTP/2 as well: ALPN `h2` over TLS, prior knowledge over plain HTTP. `false`:
+    /// HTTP/1.1 only, as a KwikID behind an HTTP/1.1-only load balancer would.
+    pub(crate) http2: bool,
 }
 
-impl std::str::FromStr for Fault {
-    type Err = String;
-
-    /// `none`, `delay=250ms`, `reset`, `500`, `429` or `429=7`, `garbage`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "none" => Fault::None,
-            "reset" => Fault::Reset,
-            "500" => Fault::ServerError,
-            "429" => Fault::TooManyRequests {
-                retry_after_secs: 1,
-            },
-            "garbage" => Fault::Garbage,
-            _ => {
-                if let Some(d) = s.strip_prefix("delay=") {
-                    Fault::Delay(humantime::parse_duration(d).map_err(|e| format!("delay: {e}"))?)
-                } else if let Some(n) = s.strip_prefix("429=") {
-                    Fault::TooManyRequests {
-                        retry_after_secs: n
-                            .parse()
-                            .map_err(|_| "429=N takes whole seconds".to_owned())?,
-                    }
-                } else {
-                    return Err(
-                        "expected none, delay=DURATION, reset, 500, 429[=SECONDS] or garbage"
-                            .into(),
-                    );
-                }
-            }
-        })
+impl Default for Options {
+    /// Recording, HTTP/1.1 and HTTP/2.
+    fn default() -> Self {
+        Self {
+            record: true,
+            http2: true,
+        }
     }
 }
 
 /// A request as the mock received it.
 #[derive(Debug, Clone)]
-pub struct Received {
-    pub method: Method,
+pub(crate) struct Received {
+    pub(crate) method: Method,
     /// Path and query, byte for byte.
-    pub target: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+    pub(crate) target: String,
+    /// `HTTP_11`, or `HTTP_2`.
+    pub(crate) version: Version,
+    /// HTTP/2's `:authority`; `None` over HTTP/1.1, whose `Host` is in `headers`.
+    pub(crate) authority: Option<String>,
+    /// The header fields. An HTTP/2 request without `Host` has its `:authority` recorded here
+    /// as `host` (RFC 9113 §8.3.1), so the name KwikID was addressed by reads the same on
+    /// both protocols.
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    /// Which of the mock's connections it came on (1 for the first accepted, and so on).
+    pub(crate) connection: u64,
+}
+
+impl Received {
+    /// The name KwikID was addressed by: `Host`, else `:authority`.
+    pub(crate) fn host(&self) -> Option<&str> {
+        self.headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or(self.authority.as_deref())
+    }
 }
 
 struct State {
     token: String,
     fault: Mutex<Fault>,
     received: Mutex<Vec<Received>>,
-    record: bool,
+    options: Options,
     served: AtomicU64,
+    connections: AtomicU64,
+}
+
+impl State {
+    fn fault(&self) -> Fault {
+        *self.fault.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a request that reached the handler, records it if asked to, and returns its
+    /// number (1-based): the `n`th request is `received()[n - 1]`.
+    fn arrived(&self, parts: &http::request::Parts, body: Bytes, connection: u64) -> u64 {
+        if !self.options.record {
+            return self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        }
+        let authority = (parts.version == Version::HTTP_2)
+            .then(|| parts.uri.authority().map(|a| a.to_string()))
+            .flatten();
+        let mut headers = parts.headers.clone();
+        if let Some(a) = &authority
+            && !headers.contains_key(header::HOST)
+            && let Ok(value) = HeaderValue::from_str(a)
+        {
+            headers.insert(header::HOST, value);
+        }
+        let seen = Received {
+            method: parts.method.clone(),
+            target: parts
+                .uri
+                .path_and_query()
+                .map_or_else(String::new, |pq| pq.to_string()),
+            version: parts.version,
+            authority,
+            headers,
+            body,
+            connection,
+        };
+        // Counted under the lock, so the numbers follow the order of `received`.
+        let mut received = self.received.lock().unwrap_or_else(PoisonError::into_inner);
+        received.push(seen);
+        self.served.fetch_add(1, Ordering::Relaxed) + 1
+    }
 }
 
 /// A running mock. Dropping it (or [`Mock::stop`]) closes the listener and every connection.
-pub struct Mock {
-    pub addr: SocketAddr,
+pub(crate) struct Mock {
+    pub(crate) addr: SocketAddr,
     state: Arc<State>,
     accept: JoinHandle<()>,
 }
 
 impl Mock {
-    /// Serves on `listener`: HTTPS when `tls` is given, else plain HTTP. `record` keeps every
-    /// request for [`Mock::received`] (tests); benchmarks leave it off.
-    pub fn start(
+    /// Serves on `listener`, HTTP/1.1 and HTTP/2: HTTPS when `tls` is given, else plain HTTP.
+    /// `record` keeps every request for [`Mock::received`].
+    pub(crate) fn start(
         listener: TcpListener,
         token: &str,
         tls: Option<rustls::ServerConfig>,
         record: bool,
+    ) -> io::Result<Self> {
+        let options = Options {
+            record,
+            ..Options::default()
+        };
+        Self::start_with(listener, token, tls, options)
+    }
+
+    /// Serves on `listener` as `options` say; `tls`'s ALPN list is replaced by the protocols
+    /// served (`h2` first when HTTP/2 is).
+    pub(crate) fn start_with(
+        listener: TcpListener,
+        token: &str,
+        tls: Option<rustls::ServerConfig>,
+        options: Options,
     ) -> io::Result<Self> {
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             token: token.to_owned(),
             fault: Mutex::new(Fault::None),
             received: Mutex::new(Vec::new()),
-            record,
+            options,
             served: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
         });
-        let acceptor = tls.map(|c| TlsAcceptor::from(Arc::new(c)));
+        let acceptor = tls.map(|mut config| {
+            config.alpn_protocols = if options.http2 {
+                vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+            } else {
+                vec![b"http/1.1".to_vec()]
+            };
+            TlsAcceptor::from(Arc::new(config))
+        });
         let accept = tokio::spawn(accept_loop(listener, acceptor, state.clone()));
         Ok(Self {
             addr,
@@ -130,26 +196,35 @@ impl Mock {
         })
     }
 
-    pub fn set_fault(&self, fault: Fault) {
-        *self.state.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
+    pub(crate) fn set_fault(&self, fault: Fault) {
+        *self
+            .state
+            .fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = fault;
     }
 
     /// Every request received so far, in order.
-    pub fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.state
             .received
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
     /// How many requests reached the handler (faulty ones included).
-    pub fn served(&self) -> u64 {
+    pub(crate) fn served(&self) -> u64 {
         self.state.served.load(Ordering::Relaxed)
     }
 
+    /// How many connections were accepted (TLS handshakes that failed included).
+    pub(crate) fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
     /// Stops accepting and closes every open connection.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.accept.abort();
         let _ = (&mut { self }.accept).await;
     }
@@ -178,194 +253,82 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, state: Arc
     }
 }
 
+/// Which protocols one connection is served with.
+#[derive(Clone, Copy)]
+enum Protocols {
+    Http1,
+    Http2,
+    /// HTTP/1.1, or HTTP/2 if the client opens with its preface.
+    Either,
+}
+
 async fn connection(stream: TcpStream, tls: Option<TlsAcceptor>, state: Arc<State>) {
+    let number = state.connections.fetch_add(1, Ordering::Relaxed) + 1;
     let _ = stream.set_nodelay(true);
-    if *state.fault.lock().unwrap_or_else(|e| e.into_inner()) == Fault::Reset {
+    if state.fault() == Fault::Reset {
         let _ = stream.set_zero_linger();
     }
+    let plain = if state.options.http2 {
+        Protocols::Either
+    } else {
+        Protocols::Http1
+    };
     match tls {
         Some(acceptor) => {
-            if let Ok(Ok(stream)) =
+            let Ok(Ok(stream)) =
                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
-            {
-                serve_http(stream, state).await;
-            }
+            else {
+                return;
+            };
+            let protocols = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Protocols::Http2,
+                Some(_) => Protocols::Http1,
+                None => plain,
+            };
+            serve(stream, protocols, number, state).await;
         }
-        None => serve_http(stream, state).await,
+        None => serve(stream, plain, number, state).await,
     }
 }
 
-async fn serve_http<S>(io: S, state: Arc<State>)
+/// What the handler may do to the connection its request came on.
+struct Conn {
+    state: Arc<State>,
+    number: u64,
+    /// Set: every later write is replaced by bytes that are not HTTP.
+    garbage: Arc<AtomicBool>,
+    /// Notified: the connection is dropped at once, every stream on it with it.
+    reset: Notify,
+}
+
+async fn serve<S>(io: S, protocols: Protocols, number: u64, state: Arc<State>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let garbage = Arc::new(AtomicBool::new(false));
-    let io = FaultyIo {
-        inner: io,
-        garbage: garbage.clone(),
-    };
-    let service = service_fn(move |req| answer(req, state.clone(), garbage.clone()));
-    let _ = hyper::server::conn::http1::Builder::new()
+    let io = fault::FaultyIo::new(io, garbage.clone());
+    let conn = Arc::new(Conn {
+        state,
+        number,
+        garbage,
+        reset: Notify::new(),
+    });
+    let handler = conn.clone();
+    let service = service_fn(move |req| answer::answer(req, handler.clone()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(TokioIo::new(io), service)
-        .await;
-}
-
-#[derive(Debug)]
-struct ResetRequested;
-
-impl std::fmt::Display for ResetRequested {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("fault: reset")
-    }
-}
-
-impl std::error::Error for ResetRequested {}
-
-async fn answer(
-    req: Request<Incoming>,
-    state: Arc<State>,
-    garbage: Arc<AtomicBool>,
-) -> Result<Response<Full<Bytes>>, ResetRequested> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    state.served.fetch_add(1, Ordering::Relaxed);
-    let fault = *state.fault.lock().unwrap_or_else(|e| e.into_inner());
-    if state.record {
-        state
-            .received
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Received {
-                method: parts.method.clone(),
-                target: parts
-                    .uri
-                    .path_and_query()
-                    .map_or_else(String::new, |pq| pq.to_string()),
-                headers: parts.headers.clone(),
-                body,
-            });
-    }
-    match fault {
-        Fault::Delay(d) => tokio::time::sleep(d).await,
-        Fault::Reset => return Err(ResetRequested),
-        Fault::Garbage => garbage.store(true, Ordering::Relaxed),
-        _ => {}
-    }
-    if parts.method != Method::POST || parts.uri.path() != DIGILOCKER_INIT {
-        return Ok(json(
-            StatusCode::NOT_FOUND,
-            r#"{"error": "Not Found"}"#.into(),
-        ));
-    }
-    let authorization = parts.headers.get(header::AUTHORIZATION);
-    let expected = format!("Bearer {}", state.token);
-    Ok(match (fault, authorization) {
-        (Fault::ServerError, _) => json(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            r#"{"error": "Internal Server Error"}"#.into(),
-        ),
-        (Fault::TooManyRequests { retry_after_secs }, _) => {
-            let mut r = json(
-                StatusCode::TOO_MANY_REQUESTS,
-                r#"{"error": "Too Many Requests"}"#.into(),
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            r
-        }
-        (_, None) => json(
-            StatusCode::BAD_REQUEST,
-            r#"{"error": "Authorization token is required."}"#.into(),
-        ),
-        (_, Some(v)) if v.as_bytes() != expected.as_bytes() => json(
-            StatusCode::UNAUTHORIZED,
-            r#"{"detail": {}, "message": "Invalid or expired token."}"#.into(),
-        ),
-        (_, Some(_)) => {
-            let host = parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("verify.test.getkwikid.com");
-            let n = state.served.load(Ordering::Relaxed);
-            json(
-                StatusCode::OK,
-                serde_json::json!({ "redirection_url": redirection_url(host, &expected, n) })
-                    .to_string(),
-            )
-        }
-    })
-}
-
-/// A URL of KwikID's shape: base64 of DigiLocker's authorize URL, a client id, and the base64
-/// of `Bearer <token>`.
-pub fn redirection_url(host: &str, bearer: &str, n: u64) -> String {
-    let digilocker = format!(
-        "https://api.digitallocker.gov.in/public/oauth2/1/authorize?client_id=MOCK{n:06}&state=basic&dl_flow=signup&response_type=code&redirect_uri=https://{host}/verification/v2/digilocker/callback"
-    );
-    format!(
-        "https://{host}/verification/v2/digilocker/redirect?redirection_url={}&client_id={}&authorization={}",
-        B64.encode(digilocker),
-        B64.encode("kwikid-mock"),
-        B64.encode(bearer)
-    )
-}
-
-fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// Passes bytes through, except that once `garbage` is set every write is replaced by bytes
-/// that are not HTTP.
-struct FaultyIo<S> {
-    inner: S,
-    garbage: Arc<AtomicBool>,
-}
-
-const GARBAGE: &[u8] = b"\x16\x03 this is not HTTP \x00\xff\r\n\r\n";
-
-impl<S: AsyncRead + Unpin> AsyncRead for FaultyIo<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for FaultyIo<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        if self.garbage.load(Ordering::Relaxed) {
-            return match Pin::new(&mut self.inner).poll_write(cx, GARBAGE) {
-                Poll::Ready(Ok(_)) => Poll::Ready(Ok(buf.len())),
-                other => other,
-            };
-        }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        .header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new());
+    let builder = match protocols {
+        Protocols::Http1 => builder.http1_only(),
+        Protocols::Http2 => builder.http2_only(),
+        Protocols::Either => builder,
+    };
+    tokio::select! {
+        biased;
+        () = conn.reset.notified() => {}
+        _ = builder.serve_connection(TokioIo::new(io), service) => {}
     }
 }

@@ -16,8 +16,13 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use kwikid_gateway::mock::Mock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The mock KwikID, compiled into each test binary (it is no part of the gateway's library).
+#[path = "../../src/mock/mod.rs"]
+pub mod mock;
+
+use mock::Mock;
 
 /// The token the gateway holds and the mock accepts. Tests assert it never shows.
 pub const TOKEN: &str = "kwk_live_Zm9vYmFyLXNlY3JldC10b2tlbg-7f3a9c1e5b";
@@ -863,15 +868,16 @@ pub fn mock_ok_body(mock: &Mock, n: usize) -> Vec<u8> {
     let seen = received
         .get(n - 1)
         .unwrap_or_else(|| panic!("the mock received {} requests, not {n}", received.len()));
-    let header = |name: &str| {
-        seen.headers
-            .get(name)
-            .unwrap_or_else(|| panic!("request {n} reached the mock without {name}"))
-            .to_str()
-            .unwrap()
-    };
-    let url =
-        kwikid_gateway::mock::redirection_url(header("host"), header("authorization"), n as u64);
+    let host = seen
+        .host()
+        .unwrap_or_else(|| panic!("request {n} reached the mock without Host or :authority"));
+    let authorization = seen
+        .headers
+        .get("authorization")
+        .unwrap_or_else(|| panic!("request {n} reached the mock without authorization"))
+        .to_str()
+        .unwrap();
+    let url = mock::redirection_url(host, authorization, n as u64);
     serde_json::json!({ "redirection_url": url })
         .to_string()
         .into_bytes()
