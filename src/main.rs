@@ -62,9 +62,8 @@ fn main() -> ExitCode {
     match cli.command {
         None => cli::run::run(&cli.config),
         Some(Command::Check) => cli::check::check(&cli.config),
-        Some(Command::Demo) => cli::runtime().map_or(ExitCode::from(1), |rt| {
-            rt.block_on(cli::demo::run())
-        }),
+        Some(Command::Demo) => {
+            cli::runtime().map_or(ExitCode::from(1), |rt| rt.block_on(cli::demo::run()))
+        }
     }
 }
-

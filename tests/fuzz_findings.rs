@@ -4,8 +4,8 @@ mod support;
 
 use std::path::Path;
 
-use kwikid_gateway::rules::body::parse_init;
 use kwikid_gateway::config::Config;
+use kwikid_gateway::rules::body::parse_init;
 use support::*;
 
 /// fuzz/config_loader: SPEC §2 says a bad config is reported in exactly one line, but a key

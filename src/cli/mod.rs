@@ -22,4 +22,3 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
         .map_err(|e| eprintln!("kwikid-gateway: cannot start the runtime: {e}"))
         .ok()
 }
-
