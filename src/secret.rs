@@ -165,41 +165,53 @@ impl LoadedToken {
         }
     }
 
-    /// Whether `text` contains the token in any of its revealing forms, as is or once its
-    /// `%XX` escapes are decoded (a form sent in a URL, wholly or partly percent-encoded).
+    /// Whether `text` contains the token in any of its revealing forms, as is or with any of
+    /// its bytes written as `%XX` (a form sent in a URL, wholly or partly percent-encoded).
     pub fn is_revealed_in(&self, text: &[u8]) -> bool {
-        let contains = |text: &[u8]| {
-            self.revealing.iter().any(|needle| {
-                text.len() >= needle.len() && memchr::memmem::find(text, needle).is_some()
-            })
-        };
-        contains(text) || (memchr::memchr(b'%', text).is_some() && contains(&percent_decode(text)))
+        let plain = self.revealing.iter().any(|needle| {
+            text.len() >= needle.len() && memchr::memmem::find(text, needle).is_some()
+        });
+        plain
+            || (memchr::memchr(b'%', text).is_some()
+                && self.revealing.iter().any(|needle| {
+                    (0..text.len()).any(|at| starts_with_escaped(&text[at..], needle))
+                }))
     }
 }
 
-/// `text` with each `%XX` (hex digits in either case) replaced by its byte; a `%` not
-/// followed by two hex digits stays as it is.
-fn percent_decode(text: &[u8]) -> Zeroizing<Vec<u8>> {
+/// Whether `text` starts with `needle`, each byte of it written as itself or as a `%XX` escape
+/// (hex digits in either case). Matching from every offset, rather than decoding the text
+/// once, finds a form that follows a stray `%`: decoded left to right, `%` + `a3…` would
+/// swallow the form's first characters into one escape.
+fn starts_with_escaped(mut text: &[u8], needle: &[u8]) -> bool {
+    for (i, &want) in needle.iter().enumerate() {
+        let escaped = escape(text) == Some(want);
+        if text.first() == Some(&want) {
+            // Only a '%' can be both itself and an escape (`%25`): try the escape as well.
+            if escaped && starts_with_escaped(&text[3..], &needle[i + 1..]) {
+                return true;
+            }
+            text = &text[1..];
+        } else if escaped {
+            text = &text[3..];
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// The byte a `%XX` escape at the start of `text` stands for.
+fn escape(text: &[u8]) -> Option<u8> {
     let hex = |b: u8| {
         char::from(b)
             .to_digit(16)
             .and_then(|d| u8::try_from(d).ok())
     };
-    let mut out = Zeroizing::new(Vec::with_capacity(text.len()));
-    let mut i = 0;
-    while i < text.len() {
-        if text[i] == b'%'
-            && let Some(&[hi, lo]) = text.get(i + 1..i + 3)
-            && let (Some(hi), Some(lo)) = (hex(hi), hex(lo))
-        {
-            out.push((hi << 4) | lo);
-            i += 3;
-        } else {
-            out.push(text[i]);
-            i += 1;
-        }
+    match text {
+        [b'%', hi, lo, ..] => Some((hex(*hi)? << 4) | hex(*lo)?),
+        _ => None,
     }
-    out
 }
 
 impl fmt::Debug for LoadedToken {
@@ -293,6 +305,13 @@ mod tests {
         assert!(loaded.is_revealed_in(b"k~~~%3Ftok"));
         assert!(!loaded.is_revealed_in(b"k~~~%3Fto%"));
         assert!(!loaded.is_revealed_in(b"a35%2Xfj90b2s"));
-        assert_eq!(&*percent_decode(b"%41%zz%4"), b"A%zz%4");
+        // A stray '%' before the form does not hide it.
+        assert!(loaded.is_revealed_in(b"%a35%2Bfj90b2s"));
+        assert!(loaded.is_revealed_in(b"%4a35%2Bfj90b2s"));
+        let percent = LoadedToken::new(&Token::new("p%25q%".into()).unwrap());
+        assert!(percent.is_revealed_in(b"xp%25q%y"));
+        assert!(percent.is_revealed_in(b"p%2525q%25"));
+        assert!(percent.is_revealed_in(b"%70%25%32%35%71%25"));
+        assert!(!percent.is_revealed_in(b"p%25q"));
     }
 }

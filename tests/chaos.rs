@@ -17,9 +17,6 @@ use support::mock::Fault;
 use support::*;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long any one request or awaited event may take before the test fails instead of
-/// hanging.
-const HANG_GUARD: Duration = Duration::from_secs(30);
 const CALLERS: usize = 4;
 /// KwikID goes down and comes back this many times.
 const FLAPS: usize = 6;
@@ -88,13 +85,9 @@ async fn caller(
     let name = format!("chaos-{id}");
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        let answer = try_send(
-            addr,
-            post(INIT, "{}", &[("x-caller-id", name.as_str())]),
-            HANG_GUARD,
-        )
-        .await
-        .map_err(|e| format!("{name} after {} answers: {e}", tally.total()))?;
+        let answer = try_send(addr, init_request_as(&name), HANG_GUARD)
+            .await
+            .map_err(|e| format!("{name} after {} answers: {e}", tally.total()))?;
         tally.slowest = tally.slowest.max(started.elapsed());
         classify(&answer, &mut tally)?;
     }
@@ -131,14 +124,12 @@ async fn assert_alive(gw: &mut Gateway) {
     assert_eq!(admin_get(gw.admin, "/healthz").await.status, 200);
 }
 
-/// How many access-log lines so far have this status.
-fn logged_with_status(gw: &Gateway, status: u16) -> usize {
+/// Waits until the gateway has logged `PER_PHASE` more answers with `status` than so far.
+fn wait_for_more_logged(gw: &Gateway, status: u16, what: &str) {
     let needle = format!("\"status\":{status},");
-    gw.stdout
-        .all()
-        .iter()
-        .filter(|l| l.contains(&needle))
-        .count()
+    let logged = |l: &str| l.contains(&needle);
+    let wanted = gw.stdout.all().iter().filter(|l| logged(l)).count() + PER_PHASE;
+    gw.stdout.wait_for_count(what, wanted, HANG_GUARD, logged);
 }
 
 /// Guards against a gateway that crashes, hangs or answers garbage while KwikID flaps, or that
@@ -156,22 +147,10 @@ async fn upstream_flapping_under_load() {
     for flap in 0..FLAPS {
         // Down, until the gateway has answered PER_PHASE more requests with its 502.
         upstream.down().await;
-        let refused = logged_with_status(&gw, 502) + PER_PHASE;
-        gw.stdout.wait_for_count(
-            &format!("flap {flap}: 502s while KwikID is down"),
-            refused,
-            HANG_GUARD,
-            |l| l.contains("\"status\":502,"),
-        );
+        wait_for_more_logged(&gw, 502, &format!("flap {flap}: 502s while KwikID is down"));
         // Up, until the gateway has answered PER_PHASE more requests with KwikID's 200.
         upstream.up().await;
-        let served = logged_with_status(&gw, 200) + PER_PHASE;
-        gw.stdout.wait_for_count(
-            &format!("flap {flap}: 200s once KwikID is back"),
-            served,
-            HANG_GUARD,
-            |l| l.contains("\"status\":200,"),
-        );
+        wait_for_more_logged(&gw, 200, &format!("flap {flap}: 200s once KwikID is back"));
     }
     stop.store(true, Ordering::Relaxed);
     let tally = join_callers(callers).await;

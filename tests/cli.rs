@@ -2,18 +2,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
 
 use support::*;
 
 fn run(args: &[&str], config: Option<&str>, token: Option<&str>) -> (Output, Scratch) {
     let scratch = Scratch::new();
     let mut cmd = gateway_bin();
-    cmd.args(args)
-        .env_remove("KWIKID_API_TOKEN")
-        .env_remove("KWIKID_GATEWAY_CONFIG");
+    cmd.args(args);
     if let Some(config) = config {
         let path = scratch.write("gw.toml", config);
         cmd.arg("--config").arg(path);
@@ -79,7 +75,7 @@ fn a_bad_token_is_refused_without_echo() {
     ] {
         let (out, _s) = run(&[], Some(MINIMAL), token);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_exit(&out, 2);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(reason), "{stderr}");
         assert!(!stderr.contains("SECRETPART"), "{stderr}");
@@ -91,12 +87,7 @@ fn a_bad_token_is_refused_without_echo() {
 fn check_prints_the_effective_config_redacted() {
     let (out, _s) = run(&["check"], Some(MINIMAL), Some(TOKEN));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     assert!(stdout.contains("[REDACTED]"));
     assert!(
         stdout.contains("header_read_timeout = \"5s\""),
@@ -118,43 +109,33 @@ fn check_reads_a_token_file() {
     let token = scratch.write("token", &format!("{TOKEN}\r\n"));
     let config = format!("{MINIMAL}[token]\nfile = \"{}\"\n", token.display());
     let (out, _s) = run(&["check"], Some(&config), None);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let missing = format!("{MINIMAL}[token]\nfile = \"/nonexistent/token\"\n");
     let (out, _s) = run(&["check"], Some(&missing), None);
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("token file cannot be read"));
 }
 
 /// The shipped config.toml is valid.
 #[test]
 fn the_shipped_template_passes_check() {
-    let out = gateway_bin()
-        .args([
+    let (out, _s) = run(
+        &[
             "check",
             "--config",
             concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
-        ])
-        .env("KWIKID_API_TOKEN", "template-token")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        None,
+        Some("template-token"),
     );
+    assert_exit(&out, 0);
 }
 
 /// `--help` explains the commands; an unknown command is a usage error (exit 2).
 #[test]
 fn help_and_usage_errors() {
     let (out, _s) = run(&["--help"], None, None);
-    assert_eq!(out.status.code(), Some(0));
+    assert_exit(&out, 0);
     let help = String::from_utf8_lossy(&out.stdout);
     for word in [
         "check",
@@ -166,7 +147,7 @@ fn help_and_usage_errors() {
         assert!(help.contains(word), "{word} missing from help:\n{help}");
     }
     let (out, _s) = run(&["frobnicate"], None, None);
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2);
 }
 
 /// `demo` serves a 200 through a mock, prints the access-log line without the
@@ -175,24 +156,17 @@ fn help_and_usage_errors() {
 async fn demo_runs_the_whole_job() {
     let mut child = gateway_bin()
         .arg("demo")
-        .env_remove("KWIKID_API_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let curl = loop {
-        assert!(Instant::now() < deadline, "no curl line: {seen:?}");
-        let line = lines.next().expect("demo output").unwrap();
-        seen.push(line.clone());
-        if line.trim_start().starts_with("curl ") {
-            break line;
-        }
-    };
+    let output = Lines::from_stream(child.stdout.take().unwrap());
+    let curl = output.wait_for("the curl line", HANG_GUARD, |l| {
+        l.trim_start().starts_with("curl ")
+    });
     let _ = child.kill();
     let _ = child.wait();
+    let seen = output.all();
     let text = seen.join("\n");
     let response = seen
         .iter()

@@ -44,7 +44,10 @@ async fn underscore_spellings_of_stripped_headers_never_cross() {
         "proxy_authorization",
         "x_caller_id",
     ] {
-        assert!(!names.iter().any(|n| n == stripped), "{stripped} crossed: {names:?}");
+        assert!(
+            !names.iter().any(|n| n == stripped),
+            "{stripped} crossed: {names:?}"
+        );
     }
     assert_eq!(received[0].headers["x_kept_header"], "kept");
     assert_eq!(
@@ -65,13 +68,19 @@ async fn access_log_values_stay_on_one_line_for_every_splitter() {
     let answer = send(gw.addr, post(INIT, &body, &[("x-request-id", "one-line")])).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
 
-    let line = gw
-        .stdout
-        .wait_for("the access-log line", HANG_GUARD, |l| l.contains("one-line"));
+    let line = gw.stdout.wait_for("the access-log line", HANG_GUARD, |l| {
+        l.contains("one-line")
+    });
     // Every splitter sees exactly one record.
     assert_eq!(line.lines().count(), 1);
-    for separator in ['\n', '\r', '\u{b}', '\u{c}', '\u{1c}', '\u{1d}', '\u{1e}', '\u{85}', '\u{2028}', '\u{2029}'] {
-        assert!(!line.contains(separator), "{separator:?} written raw in {line:?}");
+    for separator in [
+        '\n', '\r', '\u{b}', '\u{c}', '\u{1c}', '\u{1d}', '\u{1e}', '\u{85}', '\u{2028}',
+        '\u{2029}',
+    ] {
+        assert!(
+            !line.contains(separator),
+            "{separator:?} written raw in {line:?}"
+        );
     }
     assert!(!line.chars().any(char::is_control), "{line:?}");
     // And the value is still exactly what the caller sent.

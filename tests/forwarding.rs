@@ -2,8 +2,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
@@ -180,29 +178,10 @@ async fn never_an_open_proxy() {
             ),
         ),
     ] {
+        eprintln!("{what}");
         let mut conn = RawConn::connect(gw.addr).await;
-        conn.send(request.as_bytes()).await.unwrap();
-        let answer = conn
-            .read_response(Duration::from_secs(30))
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("{what}: closed without an answer"));
-        assert_eq!(answer.status, 404, "{what}: {}", answer.head);
-        assert_eq!(
-            answer.header("x-gateway-error").as_deref(),
-            Some("no_route"),
-            "{what}: {}",
-            answer.head
-        );
-        assert_eq!(
-            answer.header("content-type").as_deref(),
-            Some("application/json"),
-            "{what}"
-        );
-        assert_eq!(
-            answer.body, br#"{"error":"No route matches this path."}"#,
-            "{what}"
-        );
+        let answer = conn.round_trip(request.as_bytes()).await;
+        assert_gateway_answer(&answer, 404, "no_route", NO_ROUTE_BODY);
         assert!(
             answer
                 .header("x-request-id")
@@ -232,7 +211,7 @@ async fn kwikid_errors_pass_through_unchanged() {
     assert!(answer.gateway_error().is_none());
     assert_eq!(
         answer.text(),
-        r#"{"detail": {}, "message": "Invalid or expired token."}"#,
+        KWIKID_401_BODY,
         "KwikID's body, byte for byte"
     );
     assert_eq!(answer.headers["content-type"], "application/json");
@@ -253,31 +232,21 @@ async fn kwikid_errors_pass_through_unchanged() {
 async fn keep_alive_connections_carry_many_requests() {
     let upstream = Upstream::start().await;
     let gw = Gateway::start(&upstream.config(""));
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut conn = ClientConn::connect(gw.addr).await.unwrap();
     for i in 1..=5 {
         let body = format!("{{\"handshake_id\":\"k{i}\"}}");
         let req = Request::post(INIT)
             .header("host", "gw")
             .body(Full::new(Bytes::from(body.clone())))
             .unwrap();
-        sender.ready().await.unwrap();
-        let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+        let answer = conn
+            .send_within(req, HANG_GUARD)
             .await
-            .expect("an answer within 30 s")
-            .unwrap();
-        assert_eq!(response.status(), 200, "request {i}");
-        let got = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(answer.status, 200, "request {i}");
         let received = upstream.mock().received();
         assert_eq!(received.len(), i, "request {i} reached KwikID once");
         assert_eq!(received[i - 1].body, body.as_bytes(), "request {i}");
-        assert_eq!(got, mock_ok_body(upstream.mock(), i), "request {i}");
+        assert_eq!(answer.body, mock_ok_body(upstream.mock(), i), "request {i}");
     }
 }

@@ -38,14 +38,8 @@ fn check_prints_one_line_for_a_path_with_a_line_break() {
         "bad.toml",
         "[upstream]\nbase_url = \"https://a.example\"\nca_file = \"x\\ny\"\n",
     );
-    let out = gateway_bin()
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .env("KWIKID_API_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let out = check_config(&config);
+    assert_exit(&out, 2);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
 }

@@ -6,21 +6,8 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::*;
 use tokio::io::AsyncReadExt;
-
-/// A hang guard, not a speed limit: long enough that a busy 2-core machine never turns a slow
-/// answer into a failure.
-const WITHIN: Duration = Duration::from_secs(30);
-
-/// The gateway's own 404 body, byte for byte.
-const NO_ROUTE_BODY: &str = r#"{"error":"No route matches this path."}"#;
-/// The gateway's own 405 body, byte for byte.
-const METHOD_BODY: &str = r#"{"error":"This method is not allowed on this path."}"#;
-/// The gateway's own 413 body, byte for byte.
-const TOO_LARGE_BODY: &str = r#"{"error":"The request body is larger than the gateway accepts."}"#;
 
 /// An honest init (`{}` body) in raw bytes, tagged with `id` so answers and the mock's
 /// records can be matched to it; `extra` is more header lines, each ending in CRLF.
@@ -30,20 +17,12 @@ fn init_request(version: &str, id: &str, extra: &str) -> String {
     )
 }
 
-/// The next final response on `conn`; panics on a timeout, a reset or a clean close.
-async fn answer(conn: &mut RawConn) -> RawResponse {
-    conn.read_response(WITHIN)
-        .await
-        .expect("a response, not an error")
-        .expect("a response, not a closed connection")
-}
-
 /// Reads exactly one response head (status line and headers, CRLF CRLF excluded) byte by
 /// byte: `RawConn::read_response` skips 1xx, and the 100-continue cases must see it, and must
 /// not swallow what follows it.
 async fn read_head_raw(conn: &mut RawConn) -> String {
     let mut head = Vec::new();
-    let deadline = tokio::time::Instant::now() + WITHIN;
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
         let n = tokio::time::timeout_at(deadline, conn.stream.read(&mut byte))
@@ -88,32 +67,19 @@ fn assert_framed(r: &RawResponse) {
     );
 }
 
-/// One of the gateway's own answers: status, code, JSON content type, framing, a date, and the
-/// exact body.
+/// One of the gateway's own answers (status, code, JSON content type and the exact body: see
+/// `assert_gateway_answer`), framed, with a date and a request id.
 fn assert_own_answer(r: &RawResponse, status: u16, code: &str, body: &str) {
-    assert_eq!(r.status, status, "{}", r.head);
-    assert_eq!(
-        r.header("x-gateway-error").as_deref(),
-        Some(code),
-        "{}",
-        r.head
-    );
-    assert_eq!(
-        r.header("content-type").as_deref(),
-        Some("application/json"),
-        "{}",
-        r.head
-    );
+    assert_gateway_answer(r, status, code, body);
     assert_framed(r);
     assert!(r.header("date").is_some(), "a date header: {}", r.head);
     assert!(r.header("x-request-id").is_some(), "{}", r.head);
-    assert_eq!(String::from_utf8_lossy(&r.body), body);
 }
 
 /// Either the next response on `conn`, or `None` when the gateway closed (or reset) the
 /// connection instead of answering.
 async fn answer_or_closed(conn: &mut RawConn) -> Option<RawResponse> {
-    match conn.read_response(WITHIN).await {
+    match conn.read_response(HANG_GUARD).await {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
             panic!("neither answer nor close: {e}")
@@ -135,10 +101,9 @@ async fn keep_alive_serves_requests_one_after_another() {
     let mut conn = RawConn::connect(gw.addr).await;
     for i in 0..3 {
         let id = format!("ka-{i}");
-        conn.send(init_request("1.1", &id, "").as_bytes())
-            .await
-            .unwrap();
-        let r = answer(&mut conn).await;
+        let r = conn
+            .round_trip(init_request("1.1", &id, "").as_bytes())
+            .await;
         assert_eq!(r.status, 200, "#{i}: {}", r.head);
         assert!(r.head.starts_with("HTTP/1.1 200"), "{}", r.head);
         assert_framed(&r);
@@ -160,7 +125,7 @@ async fn pipelined_requests_are_answered_in_order() {
     let wire = init_request("1.1", "pipe-a", "") + &init_request("1.1", "pipe-b", "");
     conn.send(wire.as_bytes()).await.unwrap();
     for id in ["pipe-a", "pipe-b"] {
-        let r = answer(&mut conn).await;
+        let r = conn.next_response().await;
         assert_eq!(r.status, 200, "{id}: {}", r.head);
         assert_framed(&r);
         assert_eq!(r.header("x-request-id").as_deref(), Some(id));
@@ -174,10 +139,9 @@ async fn connection_close_is_answered_then_closed() {
     let upstream = Upstream::start().await;
     let gw = Gateway::start(&upstream.config(""));
     let mut conn = RawConn::connect(gw.addr).await;
-    conn.send(init_request("1.1", "cc", "Connection: close\r\n").as_bytes())
-        .await
-        .unwrap();
-    let r = answer(&mut conn).await;
+    let r = conn
+        .round_trip(init_request("1.1", "cc", "Connection: close\r\n").as_bytes())
+        .await;
     assert_eq!(r.status, 200, "{}", r.head);
     assert_framed(&r);
     // RFC 9112 §9.6: the server SHOULD say it closes; the current build does.
@@ -187,7 +151,7 @@ async fn connection_close_is_answered_then_closed() {
         "{}",
         r.head
     );
-    assert_eq!(conn.closed_within(WITHIN).await, Ok(true));
+    assert_eq!(conn.closed_within(HANG_GUARD).await, Ok(true));
     assert_eq!(received_ids(&upstream), ["cc"]);
 }
 
@@ -199,10 +163,9 @@ async fn http_1_0_closes_unless_keep_alive() {
     let gw = Gateway::start(&upstream.config(""));
 
     let mut conn = RawConn::connect(gw.addr).await;
-    conn.send(init_request("1.0", "ten", "").as_bytes())
-        .await
-        .unwrap();
-    let r = answer(&mut conn).await;
+    let r = conn
+        .round_trip(init_request("1.0", "ten", "").as_bytes())
+        .await;
     assert_eq!(r.status, 200, "{}", r.head);
     assert_framed(&r);
     assert_ne!(
@@ -213,14 +176,13 @@ async fn http_1_0_closes_unless_keep_alive() {
         "{}",
         r.head
     );
-    assert_eq!(conn.closed_within(WITHIN).await, Ok(true));
+    assert_eq!(conn.closed_within(HANG_GUARD).await, Ok(true));
 
     let mut conn = RawConn::connect(gw.addr).await;
     for id in ["ten-ka-1", "ten-ka-2"] {
-        conn.send(init_request("1.0", id, "Connection: keep-alive\r\n").as_bytes())
-            .await
-            .unwrap();
-        let r = answer(&mut conn).await;
+        let r = conn
+            .round_trip(init_request("1.0", id, "Connection: keep-alive\r\n").as_bytes())
+            .await;
         assert_eq!(r.status, 200, "{id}: {}", r.head);
         assert_framed(&r);
         assert_eq!(r.header("x-request-id").as_deref(), Some(id));
@@ -257,8 +219,7 @@ async fn expect_100_continue() {
         0,
         "nothing forwarded before the body"
     );
-    conn.send(body.as_bytes()).await.unwrap();
-    let r = answer(&mut conn).await;
+    let r = conn.round_trip(body.as_bytes()).await;
     assert_eq!(r.status, 200, "{}", r.head);
     assert_framed(&r);
     assert_eq!(r.header("x-request-id").as_deref(), Some("expect"));
@@ -269,7 +230,7 @@ async fn expect_100_continue() {
     conn.send(init_request("1.1", "after-expect", "").as_bytes())
         .await
         .unwrap();
-    assert_eq!(answer(&mut conn).await.status, 200);
+    assert_eq!(conn.next_response().await.status, 200);
 
     for (target, length, status) in [("/nope", 2, 404), (INIT, 65, 413)] {
         let mut conn = RawConn::connect(gw.addr).await;
@@ -301,21 +262,18 @@ async fn chunked_bodies_with_extensions_and_trailers() {
 
     let mut conn = RawConn::connect(gw.addr).await;
     let wire = head("ext") + "1\r\n{\r\n1;ext=1\r\n}\r\n0\r\n\r\n";
-    conn.send(wire.as_bytes()).await.unwrap();
-    let r = answer(&mut conn).await;
+    let r = conn.round_trip(wire.as_bytes()).await;
     assert_eq!(r.status, 200, "{}", r.head);
     assert_framed(&r);
 
     let wire = head("trailer") + "2\r\n{}\r\n0\r\nX-Trailer: 1\r\n\r\n";
-    conn.send(wire.as_bytes()).await.unwrap();
-    let r = answer(&mut conn).await;
+    let r = conn.round_trip(wire.as_bytes()).await;
     assert_eq!(r.status, 200, "{}", r.head);
     assert_eq!(r.header("x-request-id").as_deref(), Some("trailer"));
 
-    conn.send(init_request("1.1", "after-trailer", "").as_bytes())
-        .await
-        .unwrap();
-    let r = answer(&mut conn).await;
+    let r = conn
+        .round_trip(init_request("1.1", "after-trailer", "").as_bytes())
+        .await;
     assert_eq!(r.status, 200, "{}", r.head);
     assert_eq!(r.header("x-request-id").as_deref(), Some("after-trailer"));
 
@@ -326,7 +284,7 @@ async fn chunked_bodies_with_extensions_and_trailers() {
     for byte in wire.as_bytes() {
         conn.send(std::slice::from_ref(byte)).await.unwrap();
     }
-    let r = answer(&mut conn).await;
+    let r = conn.next_response().await;
     assert_eq!(r.status, 200, "{}", r.head);
     assert_eq!(r.header("x-request-id").as_deref(), Some("bytewise"));
 
@@ -379,7 +337,7 @@ async fn a_body_refused_unread_is_never_a_request() {
                     "after the answer" => conn.send(refused.as_bytes()).await.unwrap(),
                     _ => conn.send(refused_head.as_bytes()).await.unwrap(),
                 }
-                let r = answer(&mut conn).await;
+                let r = conn.next_response().await;
                 assert_own_answer(&r, status, code, expected);
                 assert_eq!(r.header("x-request-id").as_deref(), Some("refused"));
                 if status == 405 {
@@ -437,11 +395,10 @@ async fn an_announced_oversized_body_gets_413_then_close() {
         let head = format!(
             "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nX-Request-Id: big-{length}\r\nContent-Length: {length}\r\n\r\n"
         );
-        conn.send(head.as_bytes()).await.unwrap();
-        let r = answer(&mut conn).await;
+        let r = conn.round_trip(head.as_bytes()).await;
         assert_own_answer(&r, 413, "body_too_large", TOO_LARGE_BODY);
         assert_eq!(
-            conn.closed_within(WITHIN).await,
+            conn.closed_within(HANG_GUARD).await,
             Ok(true),
             "closed after 413 for Content-Length {length}"
         );
@@ -510,10 +467,9 @@ async fn responses_are_framed_by_content_length() {
     let upstream = Upstream::start().await;
     let gw = Gateway::start(&upstream.config(""));
     let mut conn = RawConn::connect(gw.addr).await;
-    conn.send(init_request("1.1", "framed", "Connection: keep-alive\r\n").as_bytes())
-        .await
-        .unwrap();
-    let r = answer(&mut conn).await;
+    let r = conn
+        .round_trip(init_request("1.1", "framed", "Connection: keep-alive\r\n").as_bytes())
+        .await;
     assert_eq!(r.status, 200, "{}", r.head);
     assert_framed(&r);
     assert!(r.header("date").is_some(), "{}", r.head);
@@ -524,8 +480,7 @@ async fn responses_are_framed_by_content_length() {
 
     let refused =
         "POST /nope HTTP/1.1\r\nHost: gw\r\nX-Request-Id: own\r\nContent-Length: 2\r\n\r\n{}";
-    conn.send(refused.as_bytes()).await.unwrap();
-    let r = answer(&mut conn).await;
+    let r = conn.round_trip(refused.as_bytes()).await;
     assert_own_answer(&r, 404, "no_route", NO_ROUTE_BODY);
     assert_eq!(received_ids(&upstream), ["framed"]);
 }
@@ -545,10 +500,9 @@ async fn idle_connections_are_closed_after_header_read_timeout() {
     );
 
     let mut kept = RawConn::connect(gw.addr).await;
-    kept.send(init_request("1.1", "before-idle", "").as_bytes())
-        .await
-        .unwrap();
-    let r = answer(&mut kept).await;
+    let r = kept
+        .round_trip(init_request("1.1", "before-idle", "").as_bytes())
+        .await;
     assert_eq!(r.status, 200, "{}", r.head);
     assert!(r.header("connection").is_none(), "kept alive: {}", r.head);
     let mut silent = RawConn::connect(gw.addr).await;
@@ -564,7 +518,7 @@ async fn idle_connections_are_closed_after_header_read_timeout() {
     assert_408_header_timeout(&gw, &mut half).await;
     for (what, conn) in [("idle keep-alive", &mut kept), ("silent", &mut silent)] {
         assert_eq!(
-            conn.closed_within(WITHIN).await,
+            conn.closed_within(HANG_GUARD).await,
             Ok(true),
             "{what}: closed, with no answer"
         );
@@ -593,10 +547,9 @@ async fn header_stripping_ignores_case() {
                  x-hop: 1\r\n\
                  KEEP-ALIVE: timeout=5\r\n\
                  X-Custom: kept\r\n";
-    conn.send(init_request("1.1", "strip", extra).as_bytes())
-        .await
-        .unwrap();
-    let r = answer(&mut conn).await;
+    let r = conn
+        .round_trip(init_request("1.1", "strip", extra).as_bytes())
+        .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let received = upstream.mock().received();
     assert_eq!(received.len(), 1);

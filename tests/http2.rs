@@ -39,10 +39,11 @@ impl H2 {
 
     async fn send(&mut self, request: Request<Full<Bytes>>) -> Answer {
         let request = for_h2(request);
-        let response = tokio::time::timeout(Duration::from_secs(30), self.sender.send_request(request))
-            .await
-            .expect("an answer within 30 s")
-            .expect("an HTTP/2 answer");
+        let response =
+            tokio::time::timeout(Duration::from_secs(30), self.sender.send_request(request))
+                .await
+                .expect("an answer within 30 s")
+                .expect("an HTTP/2 answer");
         assert_eq!(response.version(), Version::HTTP_2);
         let (parts, body) = response.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
@@ -57,7 +58,11 @@ impl H2 {
 /// An HTTP/1.1-style request made into an HTTP/2 one: absolute URI (`:scheme`,
 /// `:authority`) and no `Host`, which HTTP/2 replaces.
 fn for_h2(mut request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
     *request.uri_mut() = format!("http://gateway.internal{path}").parse().unwrap();
     *request.version_mut() = Version::HTTP_2;
     request.headers_mut().remove("host");
@@ -74,14 +79,21 @@ async fn h2c_with_prior_knowledge_is_served() {
     let mut h2 = H2::plain(gw.addr).await;
 
     let answer = h2
-        .send(post(INIT, r#"{"handshake_id":"h2-1"}"#, &[("x-request-id", "h2-req-1")]))
+        .send(post(
+            INIT,
+            r#"{"handshake_id":"h2-1"}"#,
+            &[("x-request-id", "h2-req-1")],
+        ))
         .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.body, mock_ok_body(upstream.mock(), 0));
     assert_eq!(answer.headers["x-request-id"], "h2-req-1");
     let received = upstream.mock().received();
     assert_eq!(received.len(), 1);
-    assert_eq!(received[0].headers["authorization"], format!("Bearer {TOKEN}"));
+    assert_eq!(
+        received[0].headers["authorization"],
+        format!("Bearer {TOKEN}")
+    );
 
     let refused = h2.send(post("/other", "{}", &[])).await;
     assert_eq!(refused.status, 404);
@@ -112,16 +124,19 @@ async fn the_same_limits_hold_on_h2() {
     refused.assert_error(413, "body_too_large");
     // 64 fields pass, the 65th is refused, as hyper holds HTTP/1.1 heads to.
     let fields: Vec<(String, String)> = (0..62).map(|i| (format!("x-f{i}"), "v".into())).collect();
-    let mut fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let mut fields: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     let answer = h2.send(post(INIT, "{}", &fields)).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     fields.push(("x-one-too-many", "v"));
     let refused = h2.send(post(INIT, "{}", &fields)).await;
     refused.assert_error(431, "headers_too_large");
 
-    let untrusted = Gateway::start(&upstream.config(
-        "[listen]\naddr = \"127.0.0.1:0\"\nallow_cidrs = [\"10.0.0.0/8\"]\n",
-    ));
+    let untrusted = Gateway::start(
+        &upstream.config("[listen]\naddr = \"127.0.0.1:0\"\nallow_cidrs = [\"10.0.0.0/8\"]\n"),
+    );
     let mut h2 = H2::plain(untrusted.addr).await;
     let refused = h2.send(post(INIT, "{}", &[])).await;
     refused.assert_error(403, "caller_not_allowed");
@@ -150,12 +165,20 @@ async fn head_gets_405_without_a_body_on_both_protocols() {
         .await
         .expect("a head within 30 s")
         .unwrap();
-        assert_eq!(n, 1, "closed mid-head: {:?}", String::from_utf8_lossy(&head));
+        assert_eq!(
+            n,
+            1,
+            "closed mid-head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
         head.push(byte[0]);
     }
     let head = String::from_utf8(head).unwrap();
     assert!(head.starts_with("HTTP/1.1 405 "), "{head}");
-    assert!(head.contains("x-gateway-error: method_not_allowed\r\n"), "{head}");
+    assert!(
+        head.contains("x-gateway-error: method_not_allowed\r\n"),
+        "{head}"
+    );
     assert!(head.contains("allow: POST\r\n"), "{head}");
     // The next request on the same connection is read from the very next byte: had the HEAD
     // answer carried its body, this would parse the body as a response.
@@ -218,9 +241,7 @@ async fn max_concurrent_streams_is_announced() {
 #[tokio::test]
 async fn drain_answers_h2_requests_in_flight_then_sends_goaway() {
     let upstream = Upstream::start().await;
-    upstream
-        .mock()
-        .set_fault("delay=1500ms".parse().unwrap());
+    upstream.mock().set_fault("delay=1500ms".parse().unwrap());
     let mut gw = Gateway::start(&upstream.config("[listen]\nshutdown_grace = \"60s\"\n"));
     let H2 { sender, driver } = H2::plain(gw.addr).await;
     let mut in_flight = sender.clone();
@@ -230,9 +251,11 @@ async fn drain_answers_h2_requests_in_flight_then_sends_goaway() {
             .await
             .map(|r| r.status())
     });
-    eventually("KwikID to receive the request", Duration::from_secs(30), || async {
-        upstream.mock().received().len() == 1
-    })
+    eventually(
+        "KwikID to receive the request",
+        Duration::from_secs(30),
+        || async { upstream.mock().received().len() == 1 },
+    )
     .await;
     gw.signal("TERM");
     let status = tokio::time::timeout(Duration::from_secs(30), request)

@@ -8,22 +8,24 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use support::*;
 
 /// The token the mock process accepts in these tests.
 const MOCK_TOKEN: &str = "mock-cli-token-4d2e9a";
+
+/// The `kwikid-mock` binary, with no `KWIKID_API_TOKEN` from the tests' environment.
+fn mock_bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kwikid-mock"));
+    cmd.env_remove("KWIKID_API_TOKEN");
+    cmd
+}
 
 /// A `kwikid-mock` process, killed on drop.
 struct MockProcess {
@@ -38,17 +40,10 @@ impl MockProcess {
     /// Starts `kwikid-mock --listen 127.0.0.1:0 --token TOKEN ARGS…` and reads the address it
     /// bound from its "listening on" line.
     fn start(token: &str, args: &[&std::ffi::OsStr]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kwikid-mock"))
-            .args(["--listen", "127.0.0.1:0", "--token", token])
-            .args(args)
-            .env_remove("KWIKID_API_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kwikid-mock");
-        let stdout = Lines::from_stream(child.stdout.take().unwrap());
-        let stderr = Lines::from_stream(child.stderr.take().unwrap());
+        let mut cmd = mock_bin();
+        cmd.args(["--listen", "127.0.0.1:0", "--token", token])
+            .args(args);
+        let (child, stdout, stderr) = spawn_followed(&mut cmd);
         let line = stdout.wait_for("the listening line", Duration::from_secs(30), |l| {
             l.starts_with("kwikid-mock listening on ")
         });
@@ -68,12 +63,7 @@ impl MockProcess {
 
     /// Sends SIGTERM and waits for the exit code.
     fn terminate(&mut self) -> Option<i32> {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(self.child.id(), "TERM");
         exit_code_within(&mut self.child, Duration::from_secs(30))
     }
 }
@@ -98,46 +88,6 @@ fn trusting(ca_file: &Path) -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
-/// One request over HTTPS to `localhost` at `addr`; `Err` when the handshake or the exchange
-/// fails.
-async fn https_send(
-    addr: SocketAddr,
-    config: rustls::ClientConfig,
-    request: Request<Full<Bytes>>,
-) -> Result<Answer, String> {
-    let exchange = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .map_err(|e| format!("TLS: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(connection);
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
-        Ok(Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(20), exchange)
-        .await
-        .unwrap_or_else(|_| Err("no answer within 20 s".into()))
-}
-
 /// Asserts a JSON answer with exactly this status and body.
 fn assert_answer(answer: &Answer, status: u16, body: &str) {
     assert_eq!(answer.status.as_u16(), status, "{}", answer.text());
@@ -159,10 +109,11 @@ async fn the_mock_serves_https_with_the_ca_it_writes_and_answers_as_kwikid() {
     assert_eq!(mock.addr.ip().to_string(), "127.0.0.1");
     assert_ne!(mock.addr.port(), 0, "the bound port, not the one asked for");
 
-    let rejected = https_send(
+    let rejected = try_send_tls(
         mock.addr,
         kwikid_gateway::tls::client_config(&[]).unwrap(),
         post(INIT, "{}", &[]),
+        HANG_GUARD,
     )
     .await;
     assert!(
@@ -171,10 +122,11 @@ async fn the_mock_serves_https_with_the_ca_it_writes_and_answers_as_kwikid() {
     );
 
     let bearer = format!("Bearer {MOCK_TOKEN}");
-    let ok = https_send(
+    let ok = try_send_tls(
         mock.addr,
         trusting(&ca_out),
         post(INIT, "{}", &[("authorization", &bearer)]),
+        HANG_GUARD,
     )
     .await
     .unwrap();
@@ -198,26 +150,28 @@ async fn the_mock_serves_https_with_the_ca_it_writes_and_answers_as_kwikid() {
         "{url}"
     );
 
-    let missing = https_send(mock.addr, trusting(&ca_out), post(INIT, "{}", &[]))
-        .await
-        .unwrap();
+    let missing = try_send_tls(
+        mock.addr,
+        trusting(&ca_out),
+        post(INIT, "{}", &[]),
+        HANG_GUARD,
+    )
+    .await
+    .unwrap();
     assert_answer(
         &missing,
         400,
         r#"{"error": "Authorization token is required."}"#,
     );
-    let other = https_send(
+    let other = try_send_tls(
         mock.addr,
         trusting(&ca_out),
         post(INIT, "{}", &[("authorization", "Bearer another-token")]),
+        HANG_GUARD,
     )
     .await
     .unwrap();
-    assert_answer(
-        &other,
-        401,
-        r#"{"detail": {}, "message": "Invalid or expired token."}"#,
-    );
+    assert_answer(&other, 401, KWIKID_401_BODY);
 
     assert_eq!(mock.terminate(), Some(0), "{}", mock.stderr.text());
 }
@@ -230,11 +184,7 @@ async fn the_ca_it_writes_is_a_gateway_upstream_ca_file() {
     let scratch = Scratch::new();
     let ca_out = scratch.0.join("mock-ca.pem");
     let mock = MockProcess::start(TOKEN, &["--ca-out".as_ref(), ca_out.as_ref()]);
-    let gw = Gateway::start(&config_for(
-        &format!("https://localhost:{}", mock.addr.port()),
-        &ca_out,
-        "",
-    ));
+    let gw = Gateway::start(&config_for(&base_url_for(mock.addr.port()), &ca_out, ""));
     let answer = init(gw.addr, "{}").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert!(answer.json()["redirection_url"].is_string());
@@ -288,7 +238,7 @@ async fn a_fault_makes_it_misbehave() {
 /// mock.
 #[test]
 fn a_bad_fault_or_no_token_is_a_usage_error() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kwikid-mock"));
+    let mut cmd = mock_bin();
     cmd.args([
         "--listen",
         "127.0.0.1:0",
@@ -296,8 +246,7 @@ fn a_bad_fault_or_no_token_is_a_usage_error() {
         MOCK_TOKEN,
         "--fault",
         "slow",
-    ])
-    .env_remove("KWIKID_API_TOKEN");
+    ]);
     let (code, stdout, stderr) = run_to_exit(cmd, Duration::from_secs(30));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
@@ -306,9 +255,8 @@ fn a_bad_fault_or_no_token_is_a_usage_error() {
     );
     assert!(stdout.is_empty(), "{stdout}");
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kwikid-mock"));
-    cmd.args(["--listen", "127.0.0.1:0"])
-        .env_remove("KWIKID_API_TOKEN");
+    let mut cmd = mock_bin();
+    cmd.args(["--listen", "127.0.0.1:0"]);
     let (code, stdout, stderr) = run_to_exit(cmd, Duration::from_secs(30));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--token"), "{stderr}");

@@ -4,17 +4,13 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -113,36 +109,14 @@ impl Pki {
     }
 }
 
-/// Sends an init over TLS; `Err` when the handshake or the exchange fails.
+/// An init as `caller` (`x-caller-id`) over TLS with `config`; `Err` when the handshake or the
+/// exchange fails.
 async fn init_over_tls(
     addr: std::net::SocketAddr,
     config: rustls::ClientConfig,
-    caller_header: &str,
+    caller: &str,
 ) -> Result<Answer, String> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let request = post(INIT, "{}", &[("x-caller-id", caller_header)]);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (parts, body) = response.into_parts();
-    let body: Bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    })
+    try_send_tls(addr, config, init_request_as(caller), HANG_GUARD).await
 }
 
 /// The gateway's 403 exactly as a caller sees it: status, `x-gateway-error:
@@ -172,13 +146,10 @@ fn assert_exact_403(gw: &Gateway, answer: &Answer) {
         .to_str()
         .unwrap();
     assert!(!id.is_empty());
-    let needle = format!("\"request_id\":\"{id}\"");
-    let line = gw.stdout.wait_for(
+    let line = gw.access_line_with(
         "the access-log line of the 403",
-        Duration::from_secs(30),
-        |l| l.contains(&needle),
+        &format!("\"request_id\":\"{id}\""),
     );
-    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(line["status"], 403, "{line}");
     assert_eq!(line["outcome"], "caller_not_allowed", "{line}");
     assert!(line["upstream_status"].is_null(), "{line}");

@@ -17,9 +17,6 @@ use support::mock::Fault;
 use support::*;
 use tokio::sync::watch;
 
-/// How long any one awaited event may take before the test fails instead of hanging.
-const HANG_GUARD: Duration = Duration::from_secs(30);
-
 /// The body the held KwikID answers with.
 const HELD_BODY: &str = r#"{"redirection_url":"https://verify.test.getkwikid.com/held"}"#;
 
@@ -93,7 +90,7 @@ impl HeldKwikId {
             }
         });
         Self {
-            base_url: format!("https://localhost:{port}"),
+            base_url: base_url_for(port),
             ca_file,
             arrived,
             allowed,
@@ -104,11 +101,7 @@ impl HeldKwikId {
 
     /// A gateway config in front of it, with timeouts no test here reaches.
     fn config(&self, extra: &str) -> String {
-        let upstream = format!(
-            "[upstream]\nbase_url = \"{}\"\nca_file = \"{}\"\nconnect_timeout = \"30s\"\nrequest_timeout = \"120s\"\n",
-            self.base_url,
-            self.ca_file.display()
-        );
+        let upstream = upstream_table_for(&self.base_url, Some(&self.ca_file), "30s", "120s");
         config_for(&self.base_url, &self.ca_file, &format!("{upstream}{extra}"))
     }
 
@@ -146,12 +139,6 @@ fn raw_init(body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The value of one metric series, `None` when it is absent.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// Guards against a missing or unsafe admin surface: /healthz and /readyz answer, /metrics
 /// counts every request in the documented families with bounded labels, and never shows a
 /// caller id, a caller-chosen path or the token.
@@ -170,12 +157,7 @@ async fn admin_endpoints_and_metrics() {
         "the proxy port has no metrics"
     );
 
-    let call = || {
-        send(
-            gw.addr,
-            post(INIT, "{}", &[("x-caller-id", "orders-svc-7f3")]),
-        )
-    };
+    let call = || init_as(gw.addr, "orders-svc-7f3");
     assert_eq!(call().await.status, 200);
     upstream.mock().set_fault(Fault::Garbage);
     assert_eq!(call().await.status, 502);
@@ -230,8 +212,7 @@ async fn sigterm_drains_in_flight_requests() {
 
     // An idle keep-alive connection that has served one request.
     let mut idle = RawConn::connect(gw.addr).await;
-    idle.send(&raw_init("{}")).await.unwrap();
-    let first = idle.read_response(HANG_GUARD).await.unwrap().unwrap();
+    let first = idle.round_trip(&raw_init("{}")).await;
     assert_eq!(first.status, 200, "{}", first.head);
 
     let addr = gw.addr;
@@ -271,18 +252,14 @@ async fn sigterm_drains_in_flight_requests() {
         .unwrap_or_else(|e| panic!("the drained request got no answer: {e}"));
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.body, HELD_BODY.as_bytes(), "KwikID's answer, whole");
-    let (code, gw) = tokio::task::spawn_blocking(move || (gw.wait_exit(), gw))
-        .await
-        .unwrap();
+    let (code, gw) = gw.exited().await;
     assert_eq!(code, Some(0), "{}", gw.stderr.text());
     assert_eq!(kwikid.arrived(), 2);
     // The process has exited: whatever it logged is all there is.
-    let line = gw
-        .stdout
-        .wait_for("the drained request's access-log line", HANG_GUARD, |l| {
-            l.contains("\"handshake_id\":\"drain\"")
-        });
-    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let line = gw.access_line_with(
+        "the drained request's access-log line",
+        "\"handshake_id\":\"drain\"",
+    );
     assert_eq!(line["status"], 200, "{line}");
     assert_eq!(line["outcome"], "forwarded", "{line}");
 }
@@ -300,8 +277,7 @@ async fn max_connections_makes_extra_callers_wait() {
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut conn = RawConn::connect(gw.addr).await;
-        conn.send(&raw_init("{}")).await.unwrap();
-        let answer = conn.read_response(HANG_GUARD).await.unwrap().unwrap();
+        let answer = conn.round_trip(&raw_init("{}")).await;
         assert_eq!(answer.status, 200, "{}", answer.head);
         held.push(conn);
     }
@@ -312,8 +288,7 @@ async fn max_connections_makes_extra_callers_wait() {
     // Meanwhile the two open connections are served, again and again.
     for round in 0..3 {
         for conn in &mut held {
-            conn.send(&raw_init("{}")).await.unwrap();
-            let answer = conn.read_response(HANG_GUARD).await.unwrap().unwrap();
+            let answer = conn.round_trip(&raw_init("{}")).await;
             assert_eq!(answer.status, 200, "round {round}: {}", answer.head);
         }
     }
@@ -387,16 +362,14 @@ async fn a_caller_that_hangs_up_is_still_logged() {
         .unwrap();
     kwikid.wait_arrived(1).await;
     drop(caller);
-    let line = gw
-        .stdout
-        .wait_for("the hung-up request's access-log line", HANG_GUARD, |l| {
-            l.contains("\"handshake_id\":\"hung-up\"")
-        });
-    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let line = gw.access_line_with(
+        "the hung-up request's access-log line",
+        "\"handshake_id\":\"hung-up\"",
+    );
     assert_eq!(line["status"], 499, "{line}");
     assert_eq!(line["outcome"], "client_closed", "{line}");
     assert_eq!(line["path"], INIT, "{line}");
-    let metrics = admin_get(gw.admin, "/metrics").await.text();
+    let metrics = metrics(gw.admin).await;
     assert_eq!(
         metric(
             &metrics,

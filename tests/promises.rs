@@ -7,58 +7,17 @@ mod support;
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
 
 use support::mock::Fault;
 use support::*;
 
-/// The gateway binary with the test token and no config named by the environment.
-fn gateway_cmd() -> Command {
-    let mut cmd = gateway_bin();
-    cmd.env_remove("KWIKID_GATEWAY_CONFIG")
-        .env("KWIKID_API_TOKEN", TOKEN);
-    cmd
-}
-
-/// Starts `cmd` with its stdout and stderr followed line by line.
-fn spawn(mut cmd: Command) -> (Child, Lines, Lines) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kwikid-gateway");
-    let stdout = Lines::from_stream(child.stdout.take().unwrap());
-    let stderr = Lines::from_stream(child.stderr.take().unwrap());
-    (child, stdout, stderr)
-}
-
-/// Starts `cmd`, waits for its JSON start-up line and returns it as a running gateway.
-fn started(cmd: Command, scratch: Scratch, config_path: PathBuf) -> Gateway {
-    let (child, stdout, stderr) = spawn(cmd);
-    let line = stderr.wait_for("the start-up line", Duration::from_secs(30), |l| {
-        l.contains("\"proxy_addr\"")
-    });
-    let json: serde_json::Value = serde_json::from_str(&line).expect("start-up line is JSON");
-    Gateway {
-        child,
-        addr: json["proxy_addr"].as_str().unwrap().parse().unwrap(),
-        admin: json["admin_addr"].as_str().unwrap().parse().unwrap(),
-        stdout,
-        stderr,
-        config_path,
-        scratch,
-    }
-}
-
 /// Waits for the gateway to exit (after a signal the test sent), off the runtime's threads,
-/// and for its last operational line, "stopped", to have been read.
-async fn exited(mut gw: Gateway) -> (Option<i32>, Gateway) {
-    let (code, gw) = tokio::task::spawn_blocking(move || (gw.wait_exit(), gw))
-        .await
-        .unwrap();
+/// and on exit 0 for its last operational line, "stopped", to have been read.
+async fn stopped(gw: Gateway) -> (Option<i32>, Gateway) {
+    let (code, gw) = gw.exited().await;
     if code == Some(0) {
         gw.stderr
             .wait_for("the last line", Duration::from_secs(10), |l| {
@@ -70,22 +29,12 @@ async fn exited(mut gw: Gateway) -> (Option<i32>, Gateway) {
 
 /// Redis calls that gave no verdict, all kinds together, on the admin `/metrics`.
 async fn redis_errors(admin: SocketAddr) -> f64 {
-    admin_get(admin, "/metrics")
+    metrics(admin)
         .await
-        .text()
         .lines()
         .filter(|l| l.starts_with("kwikid_gateway_redis_errors_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-/// The value of the sample `name` (with its labels, if any) on the admin `/metrics`.
-async fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
-    admin_get(admin, "/metrics")
-        .await
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// A JSON operational log line's `message`.
@@ -110,56 +59,42 @@ async fn kwikid_gateway_config_names_the_config_file() {
     let workdir = Scratch::new();
     let decoy = workdir.write("config.toml", "this is not the config [\n");
 
-    let mut cmd = gateway_cmd();
+    let mut cmd = gateway_with_token();
     cmd.current_dir(&workdir.0)
         .env("KWIKID_GATEWAY_CONFIG", &config_path);
-    let gw = started(cmd, scratch, config_path.clone());
+    let gw = Gateway::start_command(cmd, config_path.clone(), scratch);
     let answer = init(gw.addr, r#"{"handshake_id":"from-the-variable"}"#).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(gw.access_line(1)["handshake_id"], "from-the-variable");
 
     // `check` reads the same file.
-    let out = gateway_cmd()
+    let out = gateway_with_token()
         .arg("check")
         .current_dir(&workdir.0)
         .env("KWIKID_GATEWAY_CONFIG", &config_path)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     assert!(
         stdout.starts_with(&format!("# {}: OK\n", config_path.display())),
         "{stdout}"
     );
 
     // `--config` wins over the variable, both ways round.
-    let out = gateway_cmd()
-        .arg("check")
-        .arg("--config")
-        .arg(&config_path)
-        .env("KWIKID_GATEWAY_CONFIG", &decoy)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = gateway_cmd()
-        .arg("check")
-        .arg("--config")
-        .arg(&decoy)
-        .env("KWIKID_GATEWAY_CONFIG", &config_path)
-        .output()
-        .unwrap();
+    let check = |config: &Path, variable: &Path| {
+        gateway_with_token()
+            .arg("check")
+            .arg("--config")
+            .arg(config)
+            .env("KWIKID_GATEWAY_CONFIG", variable)
+            .output()
+            .unwrap()
+    };
+    assert_exit(&check(&config_path, &decoy), 0);
+    let out = check(&decoy, &config_path);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_exit(&out, 2);
     assert!(
         stderr.starts_with(&format!("{}: ", decoy.display())),
         "{stderr}"
@@ -174,15 +109,15 @@ async fn without_config_it_reads_config_toml_in_its_working_directory() {
     let upstream = Upstream::start().await;
     let workdir = Scratch::new();
     let config_path = workdir.write("config.toml", &upstream.config(""));
-    let mut cmd = gateway_cmd();
+    let mut cmd = gateway_with_token();
     cmd.current_dir(&workdir.0);
-    let gw = started(cmd, workdir, config_path);
+    let gw = Gateway::start_command(cmd, config_path, workdir);
     let answer = init(gw.addr, r#"{"handshake_id":"from-the-default"}"#).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(gw.access_line(1)["handshake_id"], "from-the-default");
 
     let empty = Scratch::new();
-    let mut cmd = gateway_cmd();
+    let mut cmd = gateway_with_token();
     cmd.current_dir(&empty.0);
     let (code, stdout, stderr) = run_to_exit(cmd, Duration::from_secs(30));
     assert_eq!(code, Some(2), "{stderr}");
@@ -217,7 +152,7 @@ fn an_address_in_use_exits_1_with_one_error_line() {
                 "[listen]\naddr = \"{listen}\"\n[admin]\naddr = \"{admin}\"\n[upstream]\nbase_url = \"https://localhost:9\"\n"
             ),
         );
-        let mut cmd = gateway_cmd();
+        let mut cmd = gateway_with_token();
         cmd.arg("--config").arg(&config);
         let (code, stdout, stderr) = run_to_exit(cmd, Duration::from_secs(30));
         assert_eq!(code, Some(1), "{stderr}");
@@ -264,7 +199,7 @@ async fn sigint_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
     eventually(
         "the request to be in flight",
         Duration::from_secs(20),
-        || async { metric(gw.admin, "kwikid_gateway_in_flight").await == Some(1.0) },
+        || async { metric(&metrics(gw.admin).await, "kwikid_gateway_in_flight") == Some(1.0) },
     )
     .await;
 
@@ -301,7 +236,7 @@ async fn sigint_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
     assert_eq!(answer.header("connection").as_deref(), Some("close"));
     assert_eq!(conn.closed_within(Duration::from_secs(20)).await, Ok(true));
 
-    let (code, gw) = exited(gw).await;
+    let (code, gw) = stopped(gw).await;
     assert_eq!(code, Some(0), "{}", gw.stderr.text());
     gw.stdout
         .wait_for("the drained request's line", Duration::from_secs(10), |l| {
@@ -350,7 +285,7 @@ async fn shutdown_grace_running_out_stops_the_gateway_with_a_warning() {
     .await;
 
     gw.signal("TERM");
-    let (code, gw) = exited(gw).await;
+    let (code, gw) = stopped(gw).await;
     assert_eq!(code, Some(0), "{}", gw.stderr.text());
     let lines = gw.stderr.all();
     let position = |wanted: &dyn Fn(&str) -> bool| {
@@ -393,9 +328,9 @@ async fn text_format_makes_operational_logs_text_and_leaves_the_access_log_json(
         "gateway.toml",
         &upstream.config("[log]\nformat = \"text\"\n"),
     );
-    let mut cmd = gateway_cmd();
+    let mut cmd = gateway_with_token();
     cmd.arg("--config").arg(&config_path);
-    let (child, stdout, stderr) = spawn(cmd);
+    let (child, stdout, stderr) = spawn_followed(&mut cmd);
     let start_up = stderr.wait_for("the start-up line", Duration::from_secs(30), |l| {
         l.contains("kwikid-gateway listening")
     });
@@ -429,7 +364,7 @@ async fn text_format_makes_operational_logs_text_and_leaves_the_access_log_json(
             l.contains("upstream request failed")
         });
     gw.signal("TERM");
-    let (code, gw) = exited(gw).await;
+    let (code, gw) = stopped(gw).await;
     assert_eq!(code, Some(0), "{}", gw.stderr.text());
 
     let lines = gw.stderr.all();
@@ -509,7 +444,7 @@ async fn level_off_silences_operational_logs_but_not_the_access_log() {
             "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.2:0\"\n[log]\nlevel = \"off\"\n",
         ),
     );
-    let mut child = gateway_cmd()
+    let mut child = gateway_with_token()
         .arg("--config")
         .arg(&config_path)
         .stdin(Stdio::null())
@@ -521,18 +456,16 @@ async fn level_off_silences_operational_logs_but_not_the_access_log() {
     // Read to its end after the exit, so no line written before it can be missed.
     let stderr = read_all(child.stderr.take().unwrap());
     let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let sockets = loop {
-        let sockets = listening(pid);
-        if sockets.len() == 2 {
-            break sockets;
-        }
+    let mut sockets = Vec::new();
+    eventually("the gateway to listen", Duration::from_secs(30), || {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the gateway exited ({status})");
         }
-        assert!(Instant::now() < deadline, "the gateway did not listen");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+        sockets = listening(pid);
+        let both = sockets.len() == 2;
+        async move { both }
+    })
+    .await;
     let on = |ip: [u8; 4]| {
         *sockets
             .iter()
@@ -558,12 +491,7 @@ async fn level_off_silences_operational_logs_but_not_the_access_log() {
     assert_eq!(init(gw.addr, "{}").await.status, 502);
     gw.stdout.wait_count(2, Duration::from_secs(20));
     gw.signal("TERM");
-    let (code, gw) = tokio::task::spawn_blocking(move || {
-        let mut gw = gw;
-        (gw.wait_exit(), gw)
-    })
-    .await
-    .unwrap();
+    let (code, gw) = gw.exited().await;
     assert_eq!(code, Some(0));
     let stderr = stderr.join().unwrap();
     assert_eq!(stderr, "", "nothing on stderr");
@@ -605,7 +533,7 @@ async fn a_custom_caller_header_names_the_caller_and_is_not_forwarded() {
             .await
             .assert_error(429, "rate_limited");
     }
-    let answer = send(gw.addr, post(INIT, "{}", &[("x-caller-id", "orders-svc")])).await;
+    let answer = init_as(gw.addr, "orders-svc").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
 
     gw.stdout.wait_count(7, Duration::from_secs(20));
@@ -663,7 +591,7 @@ async fn a_dead_redis_is_logged_once() {
             sent += 1;
             let caller = format!("caller-{sent}");
             async move {
-                let answer = send(addr, post(INIT, "{}", &[("x-caller-id", &caller)])).await;
+                let answer = init_as(addr, &caller).await;
                 assert_eq!(answer.status, 200, "{}", answer.text());
                 redis_errors(admin).await >= 2.0
             }
@@ -684,10 +612,9 @@ async fn a_dead_redis_is_logged_once() {
     assert_eq!(warning["fallback"], "local");
     assert_eq!(
         metric(
-            gw.admin,
+            &metrics(gw.admin).await,
             "kwikid_gateway_rate_limit_backend{backend=\"local\"}"
-        )
-        .await,
+        ),
         Some(1.0)
     );
     assert!(!gw.stderr.text().contains("pw-s3cr3t-77"));
@@ -708,17 +635,19 @@ async fn the_per_caller_store_is_pruned() {
     const CALLERS: usize = 40;
     for i in 0..CALLERS {
         let caller = format!("prune-me-{i}");
-        let answer = send(gw.addr, post(INIT, "{}", &[("x-caller-id", &caller)])).await;
+        let answer = init_as(gw.addr, &caller).await;
         assert_eq!(answer.status, 200, "{}", answer.text());
     }
     assert_eq!(
-        metric(gw.admin, "kwikid_gateway_rate_limiter_keys").await,
+        metric(&metrics(gw.admin).await, "kwikid_gateway_rate_limiter_keys"),
         Some(CALLERS as f64)
     );
     eventually(
         "the per-caller store to be pruned",
         Duration::from_secs(120),
-        || async { metric(gw.admin, "kwikid_gateway_rate_limiter_keys").await == Some(0.0) },
+        || async {
+            metric(&metrics(gw.admin).await, "kwikid_gateway_rate_limiter_keys") == Some(0.0)
+        },
     )
     .await;
     assert_eq!(init(gw.addr, "{}").await.status, 200, "still serving");

@@ -397,11 +397,7 @@ fn hop_by_hop_response_headers_are_stripped_end_to_end() {
         14\r\n{\"redirection_url\":1\r\n1\r\n}\r\n0\r\nX-Checksum: abc\r\n\r\n";
     let rt = runtime();
     let upstream = rt.block_on(ScriptedUpstream::start(RESPONSE));
-    let config = config_for(
-        &format!("https://localhost:{}", upstream.addr.port()),
-        &upstream.ca_file,
-        "",
-    );
+    let config = config_for(&base_url_for(upstream.addr.port()), &upstream.ca_file, "");
     let gw = Gateway::start(&config);
     let answer = rt
         .block_on(async {

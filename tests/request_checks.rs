@@ -3,65 +3,18 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::*;
 
-/// A hang guard, not a speed limit: long enough that a busy 2-core machine never turns a slow
-/// answer into a failure.
-const WITHIN: Duration = Duration::from_secs(30);
-
 /// Sends `wire` (a request with `Connection: close`) on a new connection and asserts the
-/// gateway's own answer exactly: status, `x-gateway-error`, JSON content type, the body byte
-/// for byte and `connection: close`; then that the connection is closed. An empty or partial
-/// reply fails.
+/// gateway's own answer exactly (see `assert_refused_then_closed`): status, `x-gateway-error`,
+/// JSON content type, the body byte for byte and `connection: close`; then that the
+/// connection is closed. An empty or partial reply fails.
 async fn assert_raw_refusal(gw: &Gateway, wire: &[u8], status: u16, code: &str, body: &str) {
-    let what = String::from_utf8_lossy(&wire[..wire.len().min(80)]).into_owned();
+    // Names the request in a failing test's output.
+    eprintln!("{:?}", String::from_utf8_lossy(&wire[..wire.len().min(80)]));
     let mut conn = RawConn::connect(gw.addr).await;
     conn.send(wire).await.unwrap();
-    let r = conn
-        .read_response(WITHIN)
-        .await
-        .unwrap_or_else(|e| panic!("{what:?}: no answer: {e}"))
-        .unwrap_or_else(|| panic!("{what:?}: closed without an answer"));
-    assert_eq!(r.status, status, "{what:?}: {}", r.head);
-    assert_eq!(
-        r.header("x-gateway-error").as_deref(),
-        Some(code),
-        "{what:?}: {}",
-        r.head
-    );
-    assert_eq!(
-        r.header("content-type").as_deref(),
-        Some("application/json"),
-        "{what:?}: {}",
-        r.head
-    );
-    assert_eq!(
-        r.header("connection").as_deref(),
-        Some("close"),
-        "{what:?}: {}",
-        r.head
-    );
-    assert_eq!(String::from_utf8_lossy(&r.body), body, "{what:?}");
-    assert_eq!(
-        conn.closed_within(WITHIN).await,
-        Ok(true),
-        "{what:?}: closed after the answer"
-    );
-}
-
-const NO_ROUTE_BODY: &str = r#"{"error":"No route matches this path."}"#;
-const TOO_LARGE_BODY: &str = r#"{"error":"The request body is larger than the gateway accepts."}"#;
-const BODY_TIMEOUT_BODY: &str = r#"{"error":"The request body did not arrive in time."}"#;
-
-/// The value of an unlabelled metric on the admin listener.
-async fn metric(gw: &Gateway, name: &str) -> f64 {
-    let metrics = admin_get(gw.admin, "/metrics").await.text();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    assert_refused_then_closed(&mut conn, status, code, body).await;
 }
 
 /// Row 1: a peer outside `allow_cidrs` gets 403, whatever it sends.
@@ -252,7 +205,7 @@ async fn rate_limits_answer_429_with_retry_after() {
     let gw = Gateway::start(&upstream.config(
         "[rate_limit]\nglobal = { per_second = 0.2, burst = 3 }\nper_caller = { per_second = 0.5, burst = 2 }\n",
     ));
-    let call = |caller: &'static str| send(gw.addr, post(INIT, "{}", &[("x-caller-id", caller)]));
+    let call = |caller: &'static str| init_as(gw.addr, caller);
     assert_eq!(call("a").await.status, 200);
     assert_eq!(call("a").await.status, 200);
     let refused = call("a").await;
@@ -293,25 +246,30 @@ async fn max_wait_lets_a_request_wait_for_a_permit() {
     let second = tokio::spawn(async move { init(addr, "{}").await });
     // The event that shows the wait: the second request is in flight in the gateway while
     // KwikID has still seen only the first.
-    eventually("the second request held in the gateway", WITHIN, || async {
-        metric(&gw, "kwikid_gateway_in_flight").await == 1.0 && upstream.mock().served() == 1
-    })
+    eventually(
+        "the second request held in the gateway",
+        HANG_GUARD,
+        || async {
+            metric(&metrics(gw.admin).await, "kwikid_gateway_in_flight") == Some(1.0)
+                && upstream.mock().served() == 1
+        },
+    )
     .await;
-    let answer = tokio::time::timeout(WITHIN, second)
+    let answer = tokio::time::timeout(HANG_GUARD, second)
         .await
         .expect("the permit comes within max_wait")
         .unwrap();
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert!(answer.gateway_error().is_none(), "{}", answer.text());
     assert_eq!(upstream.mock().served(), 2);
-    let metrics = admin_get(gw.admin, "/metrics").await.text();
+    let metrics = metrics(gw.admin).await;
     assert!(
         !metrics.contains("kwikid_gateway_rate_limited_total{"),
         "nothing was rate limited:\n{metrics}"
     );
     let outcomes: Vec<String> = gw
         .stdout
-        .wait_count(2, WITHIN)
+        .wait_count(2, HANG_GUARD)
         .iter()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["outcome"].to_string())
         .collect();

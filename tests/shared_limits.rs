@@ -17,9 +17,6 @@ use std::time::{Duration, Instant};
 use support::mock::Fault;
 use support::*;
 
-/// How long any one awaited event may take before the test fails instead of hanging.
-const HANG_GUARD: Duration = Duration::from_secs(30);
-
 /// Whether `redis-server` can be run at all.
 fn redis_installed() -> bool {
     Command::new("redis-server")
@@ -43,11 +40,11 @@ impl Redis {
     /// Starts one. Where redis-server is not installed this panics, unless
     /// `KWIKID_SKIP_REDIS=1`: then it says on stderr that the test is skipped and returns
     /// `None`.
-    fn start() -> Option<Self> {
-        Self::start_with(&[])
+    async fn start() -> Option<Self> {
+        Self::start_with(&[]).await
     }
 
-    fn start_with(args: &[&str]) -> Option<Self> {
+    async fn start_with(args: &[&str]) -> Option<Self> {
         if !redis_installed() {
             let test = std::thread::current()
                 .name()
@@ -76,7 +73,7 @@ impl Redis {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             scratch,
         };
-        redis.up();
+        redis.up().await;
         Some(redis)
     }
 
@@ -85,7 +82,7 @@ impl Redis {
     }
 
     /// Starts redis-server and waits until its socket accepts connections.
-    fn up(&mut self) {
+    async fn up(&mut self) {
         let log_path = self.scratch.0.join("redis.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let mut child = Command::new("redis-server")
@@ -106,16 +103,18 @@ impl Redis {
             .stderr(log)
             .spawn()
             .expect("run redis-server");
-        let deadline = Instant::now() + HANG_GUARD;
-        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
-            let exited = child.try_wait().unwrap();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "redis-server did not start ({exited:?}):\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let socket = &self.socket;
+        eventually("redis-server to accept connections", HANG_GUARD, || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "redis-server did not start ({status}):\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+            let accepts = std::os::unix::net::UnixStream::connect(socket).is_ok();
+            async move { accepts }
+        })
+        .await;
         self.child = Some(child);
     }
 
@@ -143,24 +142,20 @@ fn shared_config(upstream: &Upstream, redis: &Redis, limits: &str, on_error: &st
     ))
 }
 
-async fn call(gw: &Gateway, caller: &str) -> Answer {
-    send(gw.addr, post(INIT, "{}", &[("x-caller-id", caller)])).await
+/// Redis, the mock KwikID and two replicas that share `limits` through that Redis (falling
+/// back to their own buckets); `None` when the test is skipped (see `Redis::start`).
+async fn two_replicas(limits: &str) -> Option<(Redis, Upstream, Gateway, Gateway)> {
+    let redis = Redis::start().await?;
+    let upstream = Upstream::start().await;
+    let a = Gateway::start(&shared_config(&upstream, &redis, limits, "local"));
+    let b = Gateway::start(&shared_config(&upstream, &redis, limits, "local"));
+    Some((redis, upstream, a, b))
 }
 
 /// The gateway's own 429, and its `Retry-After` in seconds.
 fn refused(answer: &Answer) -> u64 {
     answer.assert_error(429, "rate_limited");
-    answer.headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// A metric line's value, `None` when the series is absent.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    answer.retry_after()
 }
 
 /// Guards against replicas that each keep their own account bucket: two replicas together let
@@ -168,13 +163,12 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 /// callers the account's real wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_the_account_ceiling() {
-    let Some(redis) = Redis::start() else { return };
-    let upstream = Upstream::start().await;
     // One permit per 100 s after a burst of 4: however slow this machine, the ceiling is
     // 4 + floor(elapsed / 100 s), and each replica alone would let 4 through.
     let limits = "global = { per_second = 0.01, burst = 4 }\nper_caller = { per_second = 1000, burst = 1000 }\n";
-    let a = Gateway::start(&shared_config(&upstream, &redis, limits, "local"));
-    let b = Gateway::start(&shared_config(&upstream, &redis, limits, "local"));
+    let Some((_redis, upstream, a, b)) = two_replicas(limits).await else {
+        return;
+    };
 
     let started = Instant::now();
     let mut ok = [0usize; 2];
@@ -182,7 +176,7 @@ async fn two_replicas_share_the_account_ceiling() {
     let mut retry_afters = Vec::new();
     for i in 0..30 {
         let (gw, n) = if i % 2 == 0 { (&a, 0) } else { (&b, 1) };
-        let answer = call(gw, &format!("caller-{i}")).await;
+        let answer = init_as(gw.addr, &format!("caller-{i}")).await;
         match answer.status.as_u16() {
             200 => ok[n] += 1,
             429 => {
@@ -216,7 +210,7 @@ async fn two_replicas_share_the_account_ceiling() {
     for (gw, n) in [(&a, 0), (&b, 1)] {
         // Counted before its access-log line is written.
         gw.stdout.wait_count(15, HANG_GUARD);
-        let metrics = admin_get(gw.admin, "/metrics").await.text();
+        let metrics = metrics(gw.admin).await;
         assert_eq!(
             metric(
                 &metrics,
@@ -245,16 +239,15 @@ async fn two_replicas_share_the_account_ceiling() {
 /// and the refusal says when the caller's next permit comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callers_share_spans_replicas() {
-    let Some(redis) = Redis::start() else { return };
-    let upstream = Upstream::start().await;
     let limits = "global = { per_second = 1000, burst = 1000 }\nper_caller = { per_second = 0.01, burst = 3 }\n";
-    let a = Gateway::start(&shared_config(&upstream, &redis, limits, "local"));
-    let b = Gateway::start(&shared_config(&upstream, &redis, limits, "local"));
+    let Some((_redis, upstream, a, b)) = two_replicas(limits).await else {
+        return;
+    };
     let started = Instant::now();
     for gw in [&a, &b, &a] {
-        assert_eq!(call(gw, "orders-svc").await.status, 200);
+        assert_eq!(init_as(gw.addr, "orders-svc").await.status, 200);
     }
-    let retry = refused(&call(&b, "orders-svc").await);
+    let retry = refused(&init_as(b.addr, "orders-svc").await);
     // 0.01/s: the fourth permit is 100 s after the first, less the time spent.
     let soonest = (100.0 - started.elapsed().as_secs_f64()).floor() as u64;
     assert!(
@@ -267,7 +260,7 @@ async fn a_callers_share_spans_replicas() {
         "the refusal stayed home"
     );
     assert_eq!(
-        call(&b, "billing-svc").await.status,
+        init_as(b.addr, "billing-svc").await.status,
         200,
         "another caller has its own share"
     );
@@ -278,17 +271,16 @@ async fn a_callers_share_spans_replicas() {
 /// reaches KwikID meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kwikid_429_hold_is_shared() {
-    let Some(redis) = Redis::start() else { return };
-    let upstream = Upstream::start().await;
     let limits = "global = { per_second = 1000, burst = 1000 }\nper_caller = { per_second = 1000, burst = 1000 }\n";
-    let a = Gateway::start(&shared_config(&upstream, &redis, limits, "local"));
-    let b = Gateway::start(&shared_config(&upstream, &redis, limits, "local"));
+    let Some((redis, upstream, a, b)) = two_replicas(limits).await else {
+        return;
+    };
     // Long, so that even a slow machine sees the hold before it lifts.
     upstream.mock().set_fault(Fault::TooManyRequests {
         retry_after_secs: 60,
     });
     let started = Instant::now();
-    let first = call(&a, "x").await;
+    let first = init_as(a.addr, "x").await;
     assert_eq!(first.status, 429);
     assert!(
         first.gateway_error().is_none(),
@@ -299,7 +291,7 @@ async fn kwikid_429_hold_is_shared() {
 
     let c = Gateway::start(&shared_config(&upstream, &redis, limits, "local"));
     for (name, gw) in [("b", &b), ("c", &c), ("a", &a)] {
-        let retry = refused(&call(gw, "y").await);
+        let retry = refused(&init_as(gw.addr, "y").await);
         let soonest = (60.0 - started.elapsed().as_secs_f64()).floor() as u64;
         assert!(
             (soonest..=60).contains(&retry),
@@ -312,7 +304,7 @@ async fn kwikid_429_hold_is_shared() {
         "no held request reached KwikID"
     );
     b.stdout.wait_count(1, HANG_GUARD);
-    let metrics = admin_get(b.admin, "/metrics").await.text();
+    let metrics = metrics(b.admin).await;
     assert_eq!(
         metric(
             &metrics,
@@ -328,30 +320,29 @@ async fn kwikid_429_hold_is_shared() {
 /// the 429 and on the one that did; and no request got through before KwikID's `Retry-After`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kwikid_429_hold_lifts_on_every_replica() {
-    let Some(redis) = Redis::start() else { return };
-    let upstream = Upstream::start().await;
     let limits = "global = { per_second = 1000, burst = 1000 }\nper_caller = { per_second = 1000, burst = 1000 }\n";
-    let a = Gateway::start(&shared_config(&upstream, &redis, limits, "local"));
-    let b = Gateway::start(&shared_config(&upstream, &redis, limits, "local"));
+    let Some((_redis, upstream, a, b)) = two_replicas(limits).await else {
+        return;
+    };
     const HOLD_SECS: u64 = 2;
     upstream.mock().set_fault(Fault::TooManyRequests {
         retry_after_secs: HOLD_SECS,
     });
     let started = Instant::now();
-    let first = call(&a, "x").await;
+    let first = init_as(a.addr, "x").await;
     assert_eq!(first.status, 429, "{}", first.text());
     assert!(first.gateway_error().is_none(), "KwikID's own 429");
     upstream.mock().set_fault(Fault::None);
 
     // Replica b, as a caller that honours Retry-After would use it.
-    let held = call(&b, "y").await;
+    let held = init_as(b.addr, "y").await;
     let through = if held.status == 429 {
         let retry = refused(&held);
         assert!((1..=HOLD_SECS).contains(&retry), "Retry-After {retry}");
         assert_eq!(upstream.mock().served(), 1, "the held request stayed home");
         // Wall time is what is under test here: the caller waits what it was told.
         tokio::time::sleep(Duration::from_secs(retry)).await;
-        call(&b, "y").await
+        init_as(b.addr, "y").await
     } else {
         // This machine was slow enough for the hold to lift already.
         held
@@ -368,7 +359,7 @@ async fn kwikid_429_hold_lifts_on_every_replica() {
         "a request got through {lifted_after:?} after KwikID asked for {HOLD_SECS} s"
     );
     assert_eq!(
-        call(&a, "x").await.status,
+        init_as(a.addr, "x").await.status,
         200,
         "the replica that saw the 429 reaches KwikID again too"
     );
@@ -380,7 +371,7 @@ async fn kwikid_429_hold_lifts_on_every_replica() {
 /// when Redis comes back every replica shares the limits again, without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_falls_back_then_recovers() {
-    let Some(mut redis) = Redis::start() else {
+    let Some(mut redis) = Redis::start().await else {
         return;
     };
     let upstream = Upstream::start().await;
@@ -394,27 +385,27 @@ async fn redis_outage_falls_back_then_recovers() {
         (&deny, "deny_all"),
     ];
     for (i, (gw, _)) in replicas.iter().enumerate() {
-        assert_eq!(call(gw, &format!("warm-up-{i}")).await.status, 200);
+        assert_eq!(init_as(gw.addr, &format!("warm-up-{i}")).await.status, 200);
     }
 
     redis.down();
     // local: the in-process buckets decide (burst 2 for this caller on this replica).
-    assert_eq!(call(&local, "a").await.status, 200);
-    assert_eq!(call(&local, "a").await.status, 200);
-    refused(&call(&local, "a").await);
+    assert_eq!(init_as(local.addr, "a").await.status, 200);
+    assert_eq!(init_as(local.addr, "a").await.status, 200);
+    refused(&init_as(local.addr, "a").await);
     // allow: no limit at all.
     for _ in 0..4 {
-        assert_eq!(call(&allow, "a").await.status, 200);
+        assert_eq!(init_as(allow.addr, "a").await.status, 200);
     }
     // deny: everyone waits for Redis.
-    refused(&call(&deny, "a").await);
+    refused(&init_as(deny.addr, "a").await);
     assert_eq!(upstream.mock().served(), 3 + 2 + 4);
     for (gw, fallback) in replicas {
         gw.stderr
             .wait_for("the fall-back warning", HANG_GUARD, |l| {
                 l.contains("Redis did not answer") && l.contains(fallback)
             });
-        let metrics = admin_get(gw.admin, "/metrics").await.text();
+        let metrics = metrics(gw.admin).await;
         assert_eq!(
             metric(
                 &metrics,
@@ -437,7 +428,7 @@ async fn redis_outage_falls_back_then_recovers() {
         );
     }
 
-    redis.up();
+    redis.up().await;
     // Each replica finds Redis again on a request of its own; fresh callers, so that only the
     // backend decides the answer.
     let probes = &std::sync::atomic::AtomicUsize::new(0);
@@ -445,8 +436,8 @@ async fn redis_outage_falls_back_then_recovers() {
         eventually("the replica to use Redis again", HANG_GUARD, move || {
             let n = probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             async move {
-                call(gw, &format!("probe-{n}")).await;
-                let metrics = admin_get(gw.admin, "/metrics").await.text();
+                init_as(gw.addr, &format!("probe-{n}")).await;
+                let metrics = metrics(gw.admin).await;
                 metric(
                     &metrics,
                     "kwikid_gateway_rate_limit_backend{backend=\"redis\"}",
@@ -471,9 +462,9 @@ async fn redis_outage_falls_back_then_recovers() {
         );
     }
     // Shared again: one caller's share (burst 2) spans the three replicas.
-    assert_eq!(call(&local, "shared-again").await.status, 200);
-    assert_eq!(call(&allow, "shared-again").await.status, 200);
-    refused(&call(&deny, "shared-again").await);
+    assert_eq!(init_as(local.addr, "shared-again").await.status, 200);
+    assert_eq!(init_as(allow.addr, "shared-again").await.status, 200);
+    refused(&init_as(deny.addr, "shared-again").await);
 }
 
 /// Guards against a `check` that does not really reach Redis or that prints its password: it
@@ -482,7 +473,7 @@ async fn redis_outage_falls_back_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reaches_redis() {
     const PASSWORD: &str = "hunter2-not-shown";
-    let Some(mut redis) = Redis::start_with(&["--requirepass", PASSWORD]) else {
+    let Some(mut redis) = Redis::start_with(&["--requirepass", PASSWORD]).await else {
         return;
     };
     let upstream = Upstream::start().await;
@@ -535,7 +526,7 @@ async fn check_reaches_redis() {
 
     let out = check_config(&wrong);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_exit(&out, 2);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains("rate_limit.redis_url: Redis does not answer (auth)"),
@@ -547,7 +538,7 @@ async fn check_reaches_redis() {
     for config in [&inline, &from_file] {
         let out = check_config(config);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_exit(&out, 2);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(
             stderr.contains("rate_limit.redis_url: Redis does not answer"),

@@ -181,13 +181,11 @@ async fn a_silent_tls_peer_hits_connect_timeout() {
     });
     let scratch = Scratch::new();
     let ca = scratch.write("ca.pem", &Upstream::start().await.ca_pem);
+    let base_url = base_url_for(port);
     let config = config_for(
-        &format!("https://localhost:{port}"),
+        &base_url,
         &ca,
-        &format!(
-            "[upstream]\nbase_url = \"https://localhost:{port}\"\nca_file = \"{}\"\nconnect_timeout = \"300ms\"\nrequest_timeout = \"15s\"\n",
-            ca.display()
-        ),
+        &upstream_table_for(&base_url, Some(&ca), "300ms", "15s"),
     );
     let gw = Gateway::start(&config);
     init(gw.addr, "{}")
@@ -199,7 +197,7 @@ async fn a_silent_tls_peer_hits_connect_timeout() {
     );
     let line = gw.access_line(1);
     assert_eq!(line["outcome"], "upstream_unavailable", "{line}");
-    let metrics = admin_get(gw.admin, "/metrics").await.text();
+    let metrics = metrics(gw.admin).await;
     assert!(
         metrics
             .lines()
@@ -226,17 +224,9 @@ async fn kwikid_429_holds_the_global_bucket() {
     );
     assert_eq!(first.headers["retry-after"], "3");
     upstream.mock().set_fault(Fault::None);
-    let held = send(
-        gw.addr,
-        post(INIT, "{}", &[("x-caller-id", "another-caller")]),
-    )
-    .await;
+    let held = init_as(gw.addr, "another-caller").await;
     held.assert_error(429, "rate_limited");
-    let retry: u64 = held.headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = held.retry_after();
     assert!((1..=3).contains(&retry), "{retry}");
     assert_eq!(
         upstream.mock().served(),
@@ -253,12 +243,7 @@ async fn kwikid_429_holds_the_global_bucket() {
 async fn kwikid_429_hold_lifts_after_retry_after() {
     let upstream = Upstream::start().await;
     let gw = Gateway::start(&upstream.config(""));
-    let call = || {
-        send(
-            gw.addr,
-            post(INIT, "{}", &[("x-caller-id", "another-caller")]),
-        )
-    };
+    let call = || init_as(gw.addr, "another-caller");
     upstream.mock().set_fault(Fault::TooManyRequests {
         retry_after_secs: 3,
     });
@@ -270,11 +255,7 @@ async fn kwikid_429_hold_lifts_after_retry_after() {
     let held = call().await;
     held.assert_error(429, "rate_limited");
     assert_eq!(upstream.mock().served(), 1, "held, not sent to KwikID");
-    let retry: u64 = held.headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = held.retry_after();
     assert!((1..=3).contains(&retry), "{retry}");
     tokio::time::sleep(Duration::from_secs(retry)).await;
 

@@ -16,10 +16,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use support::mock::Mock;
 use support::*;
 
-/// The body the gateway sends with `502 upstream_unavailable` (src/error.rs).
-const UNAVAILABLE_BODY: &str =
-    r#"{"error":"KwikID could not be reached or did not answer properly."}"#;
-
 /// A certificate chain and its key, as a TLS server presents them.
 struct Served {
     chain: Vec<CertificateDer<'static>>,
@@ -86,22 +82,9 @@ async fn serve(served: Served) -> Mock {
 /// A gateway in front of `mock` (reached as `localhost`), trusting the webpki roots plus
 /// `ca_file` when given. The timeouts are generous: only the certificate may fail here.
 fn gateway_for(mock: &Mock, ca_file: Option<&Path>) -> Gateway {
-    let base_url = format!("https://localhost:{}", mock.addr.port());
-    let ca_line = ca_file.map_or_else(String::new, |p| format!("ca_file = \"{}\"\n", p.display()));
-    let upstream = format!(
-        "[upstream]\nbase_url = \"{base_url}\"\n{ca_line}connect_timeout = \"10s\"\nrequest_timeout = \"15s\"\n"
-    );
+    let base_url = base_url_for(mock.addr.port());
+    let upstream = upstream_table_for(&base_url, ca_file, "10s", "15s");
     Gateway::start(&config_for(&base_url, Path::new("unused"), &upstream))
-}
-
-/// The value of one sample in the gateway's metrics, if it is there.
-async fn metric(gw: &Gateway, sample: &str) -> Option<f64> {
-    let metrics = admin_get(gw.admin, "/metrics").await;
-    assert_eq!(metrics.status, 200);
-    metrics
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Serves `served` behind a gateway whose `ca_file` holds `trusted` and sends one init: the
@@ -123,7 +106,10 @@ async fn assert_refused(served: Served, trusted: &Ca) {
     assert_eq!(line["status"], 502, "{line}");
     assert_eq!(line["outcome"], "upstream_unavailable", "{line}");
     assert_eq!(
-        metric(&gw, "kwikid_gateway_upstream_errors_total{kind=\"tls\"}").await,
+        metric(
+            &metrics(gw.admin).await,
+            "kwikid_gateway_upstream_errors_total{kind=\"tls\"}"
+        ),
         Some(1.0),
         "the TLS handshake is what failed"
     );
@@ -208,10 +194,9 @@ async fn ca_file_adds_trust_in_its_ca() {
     assert_eq!(mock.served(), 1, "the refused request never reached KwikID");
     assert_eq!(
         metric(
-            &without,
+            &metrics(without.admin).await,
             "kwikid_gateway_upstream_errors_total{kind=\"tls\"}"
-        )
-        .await,
+        ),
         Some(1.0)
     );
 }

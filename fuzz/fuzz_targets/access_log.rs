@@ -1,26 +1,27 @@
-//! `access_log::render` with caller-chosen fields that may embed the token or its base64
+//! `access_log::render` with caller-chosen fields that may embed the token in any of its
 //! forms: exactly one line, valid JSON, caller-chosen fields at most 128 characters, and
-//! neither the raw line nor any decoded field ever contains the token, the base64 of the
-//! token or the base64 of `Bearer <token>`.
+//! neither the raw line nor any decoded field ever contains a form of the token (see
+//! [`forms`]; the list is written out here, not taken from the gateway's scrubber).
 #![no_main]
 
 use arbitrary::Arbitrary;
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use kwikid_gateway::access_log::{AccessRecord, render};
 use kwikid_gateway::secret::{LoadedToken, Token};
 use libfuzzer_sys::fuzz_target;
 
-/// A token as an API issues them: 16–80 characters of `[A-Za-z0-9_-]`. (Characters JSON
+/// A token as an API issues them: 16–80 characters of `[A-Za-z0-9_-]`, plus `~` and `?`, the
+/// visible ASCII whose base64 differs between the standard and URL-safe alphabets (`~` in
+/// the third byte of a group encodes to `+` or `-`, `?` to `/` or `_`). (Characters JSON
 /// escapes, or a token short enough to occur in the line's fixed keys, would make "the line
 /// contains the token" meaningless.)
-const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-~?";
 
 #[derive(Arbitrary, Debug)]
 struct Field {
     before: String,
-    /// 0: nothing, 1: the token, 2: base64(token), 3: base64("Bearer " + token), 4: padded
-    /// base64("Bearer " + token), as in `redirection_url`'s `authorization` parameter.
+    /// 0: nothing; n: the form `forms(token)[n - 1]` (modulo their count).
     embed: u8,
     after: String,
 }
@@ -58,8 +59,48 @@ const OUTCOMES: [&str; 12] = [
     "other",
 ];
 
-fn unpadded(s: String) -> String {
-    s.trim_end_matches('=').to_owned()
+/// `text` with every byte outside RFC 3986's unreserved set as `%XX`, in upper- or
+/// lower-case hex.
+fn percent_encoded(text: &str, upper: bool) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else if upper {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push_str(&format!("%{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Every form of `token` that reveals it: the token and `Bearer <token>`; the standard and
+/// URL-safe base64 of both, padded and unpadded, each bare and after `Bearer ` (the padded
+/// standard base64 of `Bearer <token>` is `redirection_url`'s `authorization` parameter); and
+/// each of those percent-encoded (upper- and lower-case hex, and every byte).
+fn forms(token: &str) -> Vec<String> {
+    let bearer = format!("Bearer {token}");
+    let mut plain = vec![token.to_owned(), bearer.clone()];
+    for engine in [STANDARD, URL_SAFE] {
+        for secret in [token, bearer.as_str()] {
+            let padded = engine.encode(secret);
+            let unpadded = padded.trim_end_matches('=').to_owned();
+            for encoded in [padded, unpadded] {
+                plain.push(format!("Bearer {encoded}"));
+                plain.push(encoded);
+            }
+        }
+    }
+    let mut all = plain.clone();
+    for form in &plain {
+        all.push(percent_encoded(form, true));
+        all.push(percent_encoded(form, false));
+        all.push(form.bytes().map(|b| format!("%{b:02X}")).collect());
+    }
+    all.sort();
+    all.dedup();
+    all
 }
 
 fuzz_target!(|input: Input| {
@@ -73,21 +114,11 @@ fuzz_target!(|input: Input| {
         token.push(ALPHABET[token.len() * 7 % ALPHABET.len()] as char);
     }
     let loaded = LoadedToken::new(&Token::new(token.clone()).expect("a valid token"));
-    let bearer = format!("Bearer {token}");
-    let forms = [
-        token.clone(),
-        STANDARD.encode(&token),
-        STANDARD.encode(&bearer),
-        unpadded(STANDARD.encode(&token)),
-        unpadded(STANDARD.encode(&bearer)),
-    ];
+    let forms = forms(&token);
     let build = |f: &Field| {
-        let middle = match f.embed % 5 {
+        let middle = match usize::from(f.embed) % (forms.len() + 1) {
             0 => "",
-            1 => forms[0].as_str(),
-            2 => forms[1].as_str(),
-            3 => forms[4].as_str(),
-            _ => forms[2].as_str(),
+            n => forms[n - 1].as_str(),
         };
         format!("{}{middle}{}", f.before, f.after)
     };

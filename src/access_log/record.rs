@@ -338,4 +338,71 @@ mod tests {
             MAX_FIELD_CHARS
         );
     }
+
+    /// Guards against caller-chosen text being cut by bytes rather than characters (cutting
+    /// short multi-byte text, or inside a character), or text of exactly the limit being cut.
+    #[test]
+    fn scrub_cuts_at_the_character_limit() {
+        let t = token();
+        let at_limit = "é".repeat(MAX_FIELD_CHARS);
+        assert_eq!(scrub(&at_limit, &t), at_limit);
+        let over = "é".repeat(MAX_FIELD_CHARS + 1);
+        assert_eq!(scrub(&over, &t), at_limit);
+        let ascii = "h".repeat(MAX_FIELD_CHARS + 1);
+        assert_eq!(scrub(&ascii, &t), &ascii[..MAX_FIELD_CHARS]);
+        assert_eq!(scrub("orders-service", &t), "orders-service");
+        assert_eq!(scrub("", &t), "");
+    }
+
+    /// Guards against a field with quotes or backslashes but no control character (or made
+    /// of quotes only) reaching the line unescaped, which breaks the JSON or forges keys.
+    #[test]
+    fn quotes_and_backslashes_alone_are_escaped() {
+        let t = token();
+        for hostile in [
+            "a\"b",
+            "\"",
+            "\"\"",
+            "x\",\"status\":200,\"y\":\"",
+            "back\\slash",
+            "\\",
+        ] {
+            let record = AccessRecord {
+                caller: hostile,
+                request_id: hostile,
+                handshake_id: Some(hostile),
+                ..Default::default()
+            };
+            let line = render(&record, &t);
+            let json: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(json["caller"], hostile);
+            assert_eq!(json["request_id"], hostile);
+            assert_eq!(json["handshake_id"], hostile);
+            assert_eq!(json["status"], 0);
+        }
+    }
+
+    /// Guards against JSON strings in the log being written with escapes other than JSON's
+    /// short forms (`\n`, `\t`…), which operators read and grep for, or with wrong `\u00XX`
+    /// digits.
+    #[test]
+    fn json_strings_use_the_short_escapes() {
+        for (text, want) in [
+            ("plain é", r#""plain é""#),
+            ("", r#""""#),
+            ("q\"b\\", r#""q\"b\\""#),
+            ("\n\r\t\u{8}\u{c}", r#""\n\r\t\b\f""#),
+            (
+                "\u{0}\u{1}\u{1a}\u{1f} \u{7f}",
+                "\"\\u0000\\u0001\\u001a\\u001f \\u007f\"",
+            ),
+            ("a\nb\"c", r#""a\nb\"c""#),
+            // Line ends to other splitters: NEL, LS, PS.
+            ("\u{85}\u{2028}\u{2029}", r#""\u0085\u2028\u2029""#),
+        ] {
+            let mut out = Vec::new();
+            json_str(&mut out, text);
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+    }
 }

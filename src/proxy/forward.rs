@@ -109,6 +109,8 @@ impl Forward {
             );
             self.limits.hold_after_upstream_429(hold).await;
         }
+        // The caller's protocol is the caller's: hyper frames the answer for it.
+        parts.version = http::Version::HTTP_11;
         let length = parts.headers.get(header::CONTENT_LENGTH).cloned();
         headers::strip_response_headers(&mut parts.headers);
         if let (true, Some(length)) = (head, length) {

@@ -210,4 +210,100 @@ mod tests {
         strip_response_headers(&mut upstream);
         assert_eq!(names(&upstream), ["content-type", "x-kwikid-trace"]);
     }
+
+    /// Guards against the config accepting a `caller_header` the gateway strips or sets
+    /// itself (so every request would look like it came from no caller), or refusing an
+    /// ordinary one.
+    #[test]
+    fn reserved_request_headers_are_the_stripped_and_gateway_set_ones() {
+        let name = |n: &str| HeaderName::from_bytes(n.as_bytes()).unwrap();
+        for reserved in [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "x-forwarded-for",
+            "x-forwarded-client-cert",
+            "x-real-ip",
+            "x_real_ip",
+            "host",
+            "expect",
+            "connection",
+            "keep-alive",
+            "te",
+            "transfer-encoding",
+            "content-length",
+            "x-request-id",
+        ] {
+            assert!(is_reserved_request_header(&name(reserved)), "{reserved}");
+        }
+        for free in [
+            "x-caller-id",
+            "x-service",
+            "content-type",
+            "x-forwarded",
+            "x-caller-identity-header-long",
+        ] {
+            assert!(!is_reserved_request_header(&name(free)), "{free}");
+        }
+    }
+
+    /// Guards against header names longer than any known one being mishandled: ordinary
+    /// long names reach KwikID, long `X-Forwarded-*` names do not, in either letter case.
+    #[test]
+    fn long_header_names_are_classified() {
+        let caller = map(&[
+            ("x-kwikid-correlation-id", "1"),
+            ("X-FORWARDED-CLIENT-CERT", "cert"),
+            ("x-forwarded-prefix", "/x"),
+            ("Content-Security-Policy-Report-Only", "x"),
+        ]);
+        let kept = request_headers(&caller, &HeaderName::from_static("x-caller-id"));
+        assert_eq!(
+            names(&kept),
+            [
+                "x-kwikid-correlation-id",
+                "content-security-policy-report-only"
+            ]
+        );
+    }
+
+    /// Guards against a `Connection` line's listed names being kept, or ordinary headers
+    /// being dropped, when the line is written in another letter case or a header's value
+    /// merely mentions another header's name.
+    #[test]
+    fn only_names_listed_in_connection_are_dropped() {
+        let caller = map(&[
+            ("x-note", "x-keep"),
+            ("CONNECTION", "X-Drop"),
+            ("x-drop", "1"),
+            ("x-keep", "1"),
+        ]);
+        let kept = request_headers(&caller, &HeaderName::from_static("x-caller-id"));
+        assert_eq!(names(&kept), ["x-note", "x-keep"]);
+        let mut answer = caller.clone();
+        strip_response_headers(&mut answer);
+        assert_eq!(names(&answer), ["x-note", "x-keep"]);
+    }
+
+    /// Guards against KwikID's headers being over-filtered on the way back (only hop-by-hop
+    /// ones, the framing and the request id are the gateway's), or its request id or framing
+    /// reaching the caller next to the gateway's own.
+    #[test]
+    fn response_keeps_all_but_hop_by_hop_framing_and_request_id() {
+        let mut upstream = map(&[
+            ("Transfer-Encoding", "chunked"),
+            ("x-request-id", "kwikid-side"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("set-cookie", "a=b"),
+            ("via", "1.1 kwikid"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("cache-control", "no-store"),
+        ]);
+        strip_response_headers(&mut upstream);
+        assert_eq!(
+            names(&upstream),
+            ["set-cookie", "via", "x-forwarded-for", "cache-control"]
+        );
+    }
 }

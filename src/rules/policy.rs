@@ -124,4 +124,16 @@ mod tests {
         assert!(CallbackPolicy::new(Some(&["https://x".into()])).is_err());
         assert!(CallbackPolicy::new(Some(&["".into()])).is_err());
     }
+
+    /// Guards against `*.example.org` letting through a host that is only the suffix itself
+    /// (`.example.org`, which is no subdomain), while its one-label subdomains and a
+    /// trailing-dot host still match.
+    #[test]
+    fn a_wildcard_needs_a_label_before_its_suffix() {
+        let p = policy();
+        assert!(!p.allows(Some("https://.example.org/cb")));
+        assert!(!p.allows(Some("https://example.org./cb")));
+        assert!(p.allows(Some("https://x.example.org/cb")));
+        assert!(p.allows(Some("https://X.Example.ORG./cb")));
+    }
 }

@@ -144,4 +144,99 @@ mod tests {
         assert_eq!(matched("CONNECT", "evil.example:443"), Err(Miss::NoRoute));
         assert_eq!(matched("CONNECT", DIGILOCKER_INIT), Err(Miss::NoRoute));
     }
+
+    /// Guards against the query KwikID receives being lost, cut or keeping its `?`, and the
+    /// routed path keeping part of the query.
+    #[test]
+    fn target_splits_at_the_first_question_mark() {
+        assert_eq!(split_target("/p"), ("/p", None));
+        assert_eq!(split_target("/p?a=1&b=2"), ("/p", Some("a=1&b=2")));
+        assert_eq!(split_target("/p?"), ("/p", Some("")));
+        assert_eq!(split_target("/p?a?b"), ("/p", Some("a?b")));
+        assert_eq!(split_target("?x"), ("", Some("x")));
+    }
+
+    /// Guards against a 405 whose `Allow` misses a method, repeats the separator, or names a
+    /// method of another path, and against the wrong route (so the wrong metric label) being
+    /// picked when several are configured.
+    #[test]
+    fn several_routes_pick_the_exact_pair_and_allow_lists_each_method_of_the_path() {
+        let routes = [
+            Route {
+                method: Method::POST,
+                path: Arc::from("/a"),
+            },
+            Route {
+                method: Method::PUT,
+                path: Arc::from("/a"),
+            },
+            Route {
+                method: Method::DELETE,
+                path: Arc::from("/b"),
+            },
+            Route {
+                method: Method::PATCH,
+                path: Arc::from("/a"),
+            },
+        ];
+        assert_eq!(match_route(&routes, "POST", "/a"), Ok(0));
+        assert_eq!(match_route(&routes, "PUT", "/a?x=1"), Ok(1));
+        assert_eq!(match_route(&routes, "DELETE", "/b"), Ok(2));
+        assert_eq!(match_route(&routes, "PATCH", "/a"), Ok(3));
+        assert_eq!(
+            match_route(&routes, "GET", "/a"),
+            Err(Miss::MethodNotAllowed(HeaderValue::from_static(
+                "POST, PUT, PATCH"
+            )))
+        );
+        assert_eq!(
+            match_route(&routes, "POST", "/b"),
+            Err(Miss::MethodNotAllowed(HeaderValue::from_static("DELETE")))
+        );
+        assert_eq!(match_route(&routes, "POST", "/c"), Err(Miss::NoRoute));
+        assert_eq!(match_route(&[], "POST", "/a"), Err(Miss::NoRoute));
+    }
+
+    /// Guards against the config accepting a route path whose meaning can change on the way
+    /// (dot segments, `//`, backslashes, encoded separators, query or fragment), or refusing
+    /// a clean one.
+    #[test]
+    fn only_clean_paths_are_clean() {
+        for clean in [
+            "/",
+            DIGILOCKER_INIT,
+            "/a",
+            "/a/b.c/..d/.../e.",
+            "/v2e/x2f/5c",
+            "/a%20b",
+            "/a%41%2",
+            "/a%",
+        ] {
+            assert!(is_clean_path(clean), "{clean}");
+        }
+        for unclean in [
+            "",
+            "a",
+            "verification/v2",
+            "//",
+            "/a//b",
+            "/a/",
+            "/./a",
+            "/a/.",
+            "/a/../b",
+            "/..",
+            "/a\\b",
+            "/a?b",
+            "/a#b",
+            "/a%2fb",
+            "/a%2Fb",
+            "/a%5cb",
+            "/a%5Cb",
+            "/a%2e%2e/b",
+            "/a%2E",
+            "/%2f",
+        ] {
+            assert!(!is_clean_path(unclean), "{unclean}");
+        }
+    }
 }

@@ -311,6 +311,19 @@ fn classify(error: &hyper::Error) -> UpstreamError {
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
     while let Some(e) = source {
+        // RFC 9113 §5.4.1: KwikID's bytes were not HTTP/2 (or a frame was malformed).
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && matches!(
+                h2.reason(),
+                Some(
+                    h2::Reason::PROTOCOL_ERROR
+                        | h2::Reason::FRAME_SIZE_ERROR
+                        | h2::Reason::COMPRESSION_ERROR
+                )
+            )
+        {
+            return UpstreamError::Broken { kind: "garbage" };
+        }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::ConnectionReset
         {
