@@ -57,10 +57,12 @@ stop_started() {
 
 # Starts kwikid-mock ($1: its binary) on CPUs $2 (empty: any) with its throwaway CA in $3/ca.pem and its
 # output in $3/mock.out and $3/mock.err; sets mock_pid and mock_port (an OS-chosen port read
-# from its start-up line).
+# from its start-up line). It speaks HTTP/1.1 only unless MOCK_HTTP2=1: nginx proxies to an
+# upstream over HTTP/1.1, so both contenders then do the same job.
 start_mock() {
-    local bin=$1 cpus=${2:-0-$(($(nproc --all) - 1))} dir=$3 i
-    taskset -c "$cpus" "$bin" --listen 127.0.0.1:0 --ca-out "$dir/ca.pem" \
+    local bin=$1 cpus=${2:-0-$(($(nproc --all) - 1))} dir=$3 i h1=(--http1-only)
+    [ "${MOCK_HTTP2:-0}" = 1 ] && h1=()
+    taskset -c "$cpus" "$bin" --listen 127.0.0.1:0 --ca-out "$dir/ca.pem" "${h1[@]}" \
         >"$dir/mock.out" 2>"$dir/mock.err" &
     mock_pid=$!
     started_pids+=("$mock_pid")

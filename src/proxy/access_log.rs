@@ -210,6 +210,72 @@ fn request_id(sent: Option<&HeaderValue>) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::tests::routes;
+    use std::sync::Mutex;
+    use tower::{Layer, ServiceExt};
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Guards against an answer without `x-request-id`, a request without its line, or a
+    /// line that misses what the steps below noted.
+    #[tokio::test]
+    async fn every_answer_gets_its_request_id_and_one_line() {
+        let captured = Captured::default();
+        let sink = Arc::new(AccessLog::to_writer(captured.clone()));
+        let token = crate::secret::Token::new("tok-test-1".into()).unwrap();
+        let recorder = Arc::new(Recorder {
+            sink: sink.clone(),
+            metrics: Arc::new(Metrics::new()),
+            token: Arc::new(TokenStore::new(&token)),
+            routes: routes(),
+            caller_header: HeaderName::from_static("x-caller-id"),
+        });
+        let peer = Peer {
+            addr: "10.1.2.3:5555".parse().unwrap(),
+            trusted: true,
+            certificate_name: None,
+        };
+        let inner = tower::service_fn(|request: Request<()>| async move {
+            let exchange = Exchange::of(&request).expect("the record is on the request");
+            exchange.note(|trail| trail.handshake_id = Some("hs-1".into()));
+            Ok::<_, Infallible>(Answer::new(Full::new(Bytes::from_static(b"{}"))))
+        });
+        let request = Request::post("/verification/v2/digilocker/init?q=1")
+            .header("x-request-id", "rid-1")
+            .header("x-caller-id", "orders-svc")
+            .body(())
+            .unwrap();
+        let answer = AccessLogLayer::new(recorder, peer)
+            .layer(inner)
+            .oneshot(request)
+            .await
+            .unwrap();
+        assert_eq!(answer.headers()[X_REQUEST_ID], "rid-1");
+        sink.close();
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(line["request_id"], "rid-1");
+        assert_eq!(line["caller"], "orders-svc");
+        assert_eq!(line["peer"], "10.1.2.3:5555");
+        assert_eq!(line["path"], "/verification/v2/digilocker/init");
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["outcome"], "forwarded");
+        assert_eq!(line["handshake_id"], "hs-1");
+        assert_eq!(line["bytes_out"], 2);
+    }
 
     /// Guards against a caller-chosen id that could break a log line or a header being kept,
     /// and a sane one being replaced.

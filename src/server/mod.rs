@@ -1,9 +1,13 @@
 //! The proxy listener: accept loop, connection cap, optional TLS / mTLS, hyper's HTTP/1.1
 //! and HTTP/2 server (hyper-util's auto builder), graceful drain.
 //!
+//! - [`gateway`]: the running gateway's shared pieces.
 //! - [`tls`]: the handshake and the caller's identity from its certificate.
 
+mod gateway;
 mod tls;
+
+pub use gateway::{Gateway, SetupError};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,14 +25,8 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 
-use crate::access_log::AccessLog;
-use crate::config::Config;
-use crate::limits::RateLimits;
-use crate::metrics::Metrics;
-use crate::proxy::{Peer, Pipeline, access_log, forward, limits};
+use crate::proxy::Peer;
 use crate::rules::trusted;
-use crate::secret::{Token, TokenStore};
-use crate::upstream::Upstream;
 
 /// How often the per-caller store drops callers whose buckets are full again, and the
 /// upstream pool its stale connections.
@@ -38,89 +36,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// DigiLocker init needs a few hundred bytes.
 const MAX_HEADERS: usize = 64;
 const MAX_HEAD_BYTES: usize = 16 * 1024;
-
-/// The running gateway: the pieces the steps, the admin listener and the token reload share.
-pub struct Gateway {
-    pub config: Config,
-    pub token: Arc<TokenStore>,
-    pub limits: Arc<RateLimits>,
-    pub metrics: Arc<Metrics>,
-    pub access_log: Arc<AccessLog>,
-    /// True while the proxy accepts traffic; `/readyz` answers 503 otherwise.
-    pub ready: AtomicBool,
-    upstream: Arc<Upstream>,
-    pipeline: Pipeline,
-}
-
-impl Gateway {
-    /// # Errors
-    /// The upstream TLS client or the Redis client cannot be set up.
-    pub fn new(
-        config: Config,
-        token: &Token,
-        access_log: AccessLog,
-    ) -> Result<Arc<Self>, SetupError> {
-        let metrics = Arc::new(Metrics::new());
-        metrics.token_in_use(&token.fingerprint());
-        let limits = Arc::new(RateLimits::new(&config.rate_limit).map_err(|_| SetupError::Redis)?);
-        metrics.limit_backend(limits.preferred_backend());
-        let token = Arc::new(TokenStore::new(token));
-        let upstream = Arc::new(Upstream::new(&config.upstream).map_err(SetupError::Tls)?);
-        let access_log = Arc::new(access_log);
-        let routes: Arc<[_]> = config.routes.clone().into();
-        let caller_header = config.rate_limit.caller_header.clone();
-        let pipeline = Pipeline {
-            recorder: Arc::new(access_log::Recorder {
-                sink: access_log.clone(),
-                metrics: metrics.clone(),
-                token: token.clone(),
-                routes: routes.clone(),
-                caller_header: caller_header.clone(),
-            }),
-            routes,
-            max_body_bytes: config.listen.max_body_bytes,
-            body_timeout: config.upstream.request_timeout,
-            policy: Arc::new(config.policy.clone()),
-            limits: limits::LimitsLayer::new(limits.clone(), metrics.clone()),
-            forward: forward::Forward {
-                upstream: upstream.clone(),
-                token: token.clone(),
-                limits: limits.clone(),
-                metrics: metrics.clone(),
-                caller_header,
-            },
-        };
-        Ok(Arc::new(Self {
-            config,
-            token,
-            limits,
-            metrics,
-            access_log,
-            ready: AtomicBool::new(false),
-            upstream,
-            pipeline,
-        }))
-    }
-}
-
-/// What can stop a gateway from being set up once its config is valid.
-#[derive(Debug)]
-pub enum SetupError {
-    Tls(rustls::Error),
-    /// The Redis client could not be created (the URL is never part of the message).
-    Redis,
-}
-
-impl std::fmt::Display for SetupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Tls(e) => write!(f, "cannot set up TLS to the upstream: {e}"),
-            Self::Redis => f.write_str("cannot set up the Redis client for rate_limit.redis_url"),
-        }
-    }
-}
-
-impl std::error::Error for SetupError {}
 
 /// hyper's server settings for caller connections, the same limits on both protocols.
 fn http_builder(gateway: &Gateway) -> auto::Builder<TokioExecutor> {

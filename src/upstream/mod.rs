@@ -5,6 +5,7 @@
 //! - [`pool`]: idle HTTP/1.1 connections and the shared HTTP/2 one; the rules for taking a
 //!   connection out and putting it back.
 //! - [`connect`]: DNS, TCP, TLS with ALPN, and hyper's handshake.
+//! - [`exchange`]: one request and its whole answer on a held connection.
 //!
 //! An HTTP/1.1 connection is driven by the request that holds it, in the caller's own task,
 //! the way an nginx worker drives both sockets of a request from one event loop: no second
@@ -12,6 +13,7 @@
 //! I/O runs in a task of its own.
 
 mod connect;
+mod exchange;
 mod pool;
 
 use std::time::Duration;
@@ -23,7 +25,8 @@ use http_body_util::Full;
 
 use crate::config;
 use connect::Connector;
-use pool::{Exchanged, Pool};
+use exchange::Exchanged;
+use pool::Pool;
 
 /// Why the exchange with KwikID failed; `kind` is a bounded metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
