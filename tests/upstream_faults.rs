@@ -47,7 +47,14 @@ async fn upstream_down_then_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_the_upstream_closed_is_not_used() {
     let mut upstream = Upstream::start().await;
-    let gw = Gateway::start(&upstream.config("[log]\nlevel = \"trace\"\n"));
+    // HTTP/1.1's idle pool: a closed connection is seen when it is taken out. (A shared
+    // HTTP/2 connection closed without GOAWAY can race a request already framed on it, which
+    // the gateway cannot know unsent, so it is not retried: SECURITY.md.)
+    let config = format!(
+        "{}http2 = \"never\"\n[log]\nlevel = \"trace\"\n",
+        upstream.upstream_table("2s", "10s")
+    );
+    let gw = Gateway::start(&upstream.config(&config));
     assert_eq!(init(gw.addr, "{}").await.status, 200);
     // Every open connection is closed, and a new KwikID listens at the same address.
     upstream.down().await;
