@@ -4,13 +4,16 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -269,4 +272,46 @@ async fn a_good_certificate_from_an_untrusted_address_gets_403() {
         .unwrap();
     assert_exact_403(&gw, &answer);
     assert_eq!(upstream.mock().received().len(), 0);
+}
+
+/// ALPN `h2` on the mTLS listener: the caller speaks HTTP/2 and is still named by its
+/// certificate, never by the caller header; an HTTP/1.1-only client on the same listener is
+/// served too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_over_mtls_keeps_the_callers_identity() {
+    let upstream = Upstream::start().await;
+    let pki = Pki::new();
+    let gw = Gateway::start(&upstream.config(&pki.listen_table(true)));
+    let orders = leaf(&pki.client_ca, &["orders-svc"], "ignored-cn", true);
+    let mut config = pki.client_config(Some(&orders));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut request = init_request_as("billing-svc");
+    *request.uri_mut() = format!("https://localhost{INIT}").parse().unwrap();
+    request.headers_mut().remove("host");
+    let response = tokio::time::timeout(HANG_GUARD, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let line = gw.access_line(1);
+    assert_eq!(line["caller"], "orders-svc", "{line}");
+
+    let answer = init_over_tls(gw.addr, pki.client_config(Some(&orders)), "x")
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
 }
