@@ -5,6 +5,9 @@
 //! caller's permit is spent. That is the price of checking the caller first.
 
 pub mod redis;
+mod retry_after;
+
+pub use retry_after::upstream_retry_after;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -261,36 +264,9 @@ impl RateLimits {
     }
 }
 
-/// The longest hold KwikID's `Retry-After` can put on the account.
-const MAX_UPSTREAM_HOLD: Duration = Duration::from_secs(3600);
-
-/// How long KwikID asked us to back off: `Retry-After` as delay-seconds or an HTTP date
-/// (RFC 9110 §10.2.3); 1 s when absent or unreadable, at most an hour. Delay-seconds too
-/// large for any integer type saturate at the hour: a bigger number never means a shorter
-/// hold.
-pub fn upstream_retry_after(value: Option<&[u8]>) -> Duration {
-    let parsed = value
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .map(str::trim)
-        .and_then(|v| {
-            if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-                return Some(
-                    v.parse::<u64>()
-                        .map_or(MAX_UPSTREAM_HOLD, Duration::from_secs),
-                );
-            }
-            httpdate::parse_http_date(v).ok().map(|at| {
-                at.duration_since(std::time::SystemTime::now())
-                    .unwrap_or(Duration::ZERO)
-            })
-        });
-    parsed
-        .unwrap_or(Duration::from_secs(1))
-        .clamp(Duration::from_secs(1), MAX_UPSTREAM_HOLD)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::retry_after::MAX_UPSTREAM_HOLD;
     use super::*;
 
     /// Guards against a huge `Retry-After` falling back to the 1 s default (an overflow must
