@@ -147,7 +147,7 @@ struct Line {
 impl Line {
     fn record(&mut self, status: u16, bytes_out: usize) {
         self.recorded = true;
-        let trail = self.exchange.trail();
+        let trail = self.exchange.take_trail();
         let outcome = match trail.outcome {
             Some(code) => code,
             None if status == CLIENT_CLOSED.0 => CLIENT_CLOSED.1,

@@ -79,6 +79,12 @@ impl Exchange {
             .clone()
     }
 
+    /// What the steps learned, taken out once the answer is known (the access log's line
+    /// is written once).
+    pub(crate) fn take_trail(&self) -> Trail {
+        std::mem::take(&mut *self.trail.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     pub fn outcome(&self) -> Option<&'static str> {
         self.trail().outcome
     }

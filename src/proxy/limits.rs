@@ -64,8 +64,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let LimitsLayer { limits, metrics } = self.layer.clone();
         Box::pin(async move {
-            let caller = Exchange::of(&request).map_or_else(|| "".into(), |e| e.caller.clone());
-            limits.acquire(&caller, &metrics).await.map_err(|limited| {
+            let exchange = Exchange::of(&request);
+            let caller = exchange.as_deref().map_or("", |e| &*e.caller);
+            limits.acquire(caller, &metrics).await.map_err(|limited| {
                 tracing::debug!(scope = limited.scope.as_str(), "rate limited");
                 metrics.rate_limited(limited.scope.as_str());
                 Reject::RateLimited {
