@@ -9,46 +9,11 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rcgen::{CertifiedIssuer, KeyPair};
+use rustls_pki_types::ServerName;
+use support::pki::{Leaf, ca, leaf};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-/// A leaf certificate signed by `issuer`: (chain DER, key DER, chain PEM, key PEM).
-struct Leaf {
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    chain_pem: String,
-    key_pem: String,
-}
-
-fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, sans: &[&str], cn: &str, client: bool) -> Leaf {
-    let key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    if client {
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    }
-    let cert = params.signed_by(&key, issuer).unwrap();
-    Leaf {
-        chain: vec![cert.der().clone(), issuer.der().clone()],
-        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        chain_pem: format!("{}{}", cert.pem(), issuer.pem()),
-        key_pem: key.serialize_pem(),
-    }
-}
 
 struct Pki {
     server_ca: CertifiedIssuer<'static, KeyPair>,

@@ -10,7 +10,10 @@
 //! - wait until something holds: [`eventually`], [`Lines::wait_until`] and the waits on it;
 //! - write a config: [`config_for`], [`upstream_table_for`], [`Upstream::config`];
 //! - run a process: [`Gateway::start`], [`Gateway::start_command`], [`spawn_followed`],
-//!   [`signal`], [`exit_code_within`], [`run_to_exit`], [`assert_exit`].
+//!   [`signal`], [`exit_code_within`], [`run_to_exit`], [`assert_exit`];
+//! - call over HTTP/2: [`h2_caller::H2`], [`h2_caller::for_h2`];
+//! - make certificates and see the one served: [`pki::ca`], [`pki::leaf`],
+//!   [`pki::client_trusting`], [`pki::served_leaf`].
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -31,6 +34,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The mock KwikID, compiled into each test binary (it is no part of the gateway's library).
 #[path = "../../src/mock/mod.rs"]
 pub mod mock;
+
+pub mod h2_caller;
+pub mod pki;
 
 use mock::Mock;
 
@@ -673,6 +679,15 @@ pub fn post(target: &str, body: &str, headers: &[(&str, &str)]) -> Request<Full<
         .unwrap()
 }
 
+/// An HTTP/1.1 init (`{}` body) in raw bytes that leaves the connection open, with
+/// `X-Request-Id: id`.
+pub fn raw_init_with_id(id: &str) -> Vec<u8> {
+    format!(
+        "POST {INIT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nX-Request-Id: {id}\r\nContent-Length: 2\r\n\r\n{{}}"
+    )
+    .into_bytes()
+}
+
 /// The usual init call.
 pub async fn init(addr: SocketAddr, body: &str) -> Answer {
     send(addr, post(INIT, body, &[])).await
@@ -997,6 +1012,9 @@ pub const UNREADABLE_BODY: &str = r#"{"error":"The request body could not be rea
 /// The gateway's 502 `upstream_unavailable` body, byte for byte.
 pub const UNAVAILABLE_BODY: &str =
     r#"{"error":"KwikID could not be reached or did not answer properly."}"#;
+/// The gateway's 503 `shutting_down` body (the drain's grace ended first), byte for byte.
+pub const SHUTTING_DOWN_BODY: &str =
+    r#"{"error":"The gateway is shutting down and did not finish this request; send it again."}"#;
 /// KwikID's (the mock's) 401 body for a token it does not accept, byte for byte.
 pub const KWIKID_401_BODY: &str = r#"{"detail": {}, "message": "Invalid or expired token."}"#;
 
