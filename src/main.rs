@@ -14,7 +14,8 @@ mod cli;
 /// to KwikID over HTTPS, answering with KwikID's response unchanged. The access log (stdout)
 /// never contains the token or the redirection_url.
 ///
-/// Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad usage or bad config.
+/// Exit codes: 0 clean shutdown, 1 runtime failure (a drain that ended with requests still in
+/// flight included), 2 bad usage or bad config.
 #[derive(Parser)]
 #[command(
     name = "kwikid-gateway",

@@ -8,7 +8,9 @@ use kwikid_gateway::{Gateway, logging, server};
 
 use super::check::load;
 
-/// Exit 0 after a clean drain, 1 when the gateway cannot run, 2 for a bad config.
+/// Exit 0 after a clean drain, 1 when the gateway cannot run or the drain ended with
+/// requests still in flight (answered 503 or cut: the stop was not clean, and a supervisor
+/// should say so), 2 for a bad config.
 pub(crate) fn run(path: &Path) -> ExitCode {
     let (_raw, config, token) = match load(path) {
         Ok(loaded) => loaded,
@@ -63,11 +65,15 @@ pub(crate) fn run(path: &Path) -> ExitCode {
             token_id = gateway.token.current().fingerprint.as_str(),
             "kwikid-gateway listening"
         );
-        server::serve(listener, gateway.clone(), shutdown).await;
+        let drained = server::serve(listener, gateway.clone(), shutdown).await;
         watcher.abort();
         gateway.access_log.close();
         admin.abort();
-        tracing::info!("stopped");
-        ExitCode::SUCCESS
+        tracing::info!(clean = drained.is_clean(), "stopped");
+        if drained.is_clean() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
     })
 }

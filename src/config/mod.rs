@@ -50,6 +50,10 @@ pub struct Listen {
     pub header_read_timeout: Duration,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// How long a caller connection may wait between requests before it is closed (HTTP/1.1:
+    /// a plain close; HTTP/2: GOAWAY). Separate from `header_read_timeout`, which bounds a
+    /// head once its first byte has arrived.
+    pub idle_timeout: Duration,
     /// Concurrent streams one HTTP/2 caller connection may open (RFC 9113 §5.1.2).
     pub max_concurrent_streams: u32,
     pub tls: Option<ListenTls>,
@@ -217,6 +221,21 @@ mod tests {
         );
         assert!(e.contains("header_read_timeout"), "{e}");
         assert!(!e.contains('\n'));
+    }
+
+    /// Guards against the idle timeout falling back to `header_read_timeout`, or a zero one
+    /// (every keep-alive connection closed at once) passing.
+    #[test]
+    fn idle_timeout_defaults_to_75s_and_must_be_positive() {
+        let c = parse(BASE).unwrap();
+        assert_eq!(c.listen.idle_timeout, Duration::from_secs(75));
+        let c = parse(&format!("{BASE}[listen]\nidle_timeout = \"90s\"\n")).unwrap();
+        assert_eq!(c.listen.idle_timeout, Duration::from_secs(90));
+        let e = parse(&format!("{BASE}[listen]\nidle_timeout = \"0s\"\n")).unwrap_err();
+        assert!(
+            e.contains("listen.idle_timeout: must be longer than 0s"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct RawListen {
     pub max_body_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     pub max_concurrent_streams: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<RawListenTls>,
@@ -56,6 +58,8 @@ impl Default for RawListen {
             header_read_timeout: Duration::from_secs(5),
             max_body_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            // nginx's `keepalive_timeout`: longer than most callers' pool idle timeouts.
+            idle_timeout: Duration::from_secs(75),
             max_concurrent_streams: 100,
             tls: None,
         }

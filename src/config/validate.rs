@@ -75,6 +75,13 @@ impl RawListen {
                 "must be longer than 0s",
             ));
         }
+        if self.idle_timeout.is_zero() {
+            return Err(ConfigError::at(
+                path,
+                "listen.idle_timeout",
+                "must be longer than 0s",
+            ));
+        }
         Ok(Listen {
             addr: socket_addr(path, "listen.addr", &self.addr)?,
             allow_cidrs,
@@ -82,6 +89,7 @@ impl RawListen {
             header_read_timeout: self.header_read_timeout,
             max_body_bytes: self.max_body_bytes,
             shutdown_grace: self.shutdown_grace,
+            idle_timeout: self.idle_timeout,
             max_concurrent_streams: self.max_concurrent_streams,
             tls,
         })

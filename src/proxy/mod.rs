@@ -11,6 +11,7 @@ pub mod limits;
 pub mod policy;
 pub mod rescue;
 pub mod route;
+pub mod shutdown;
 pub mod trust;
 
 use std::convert::Infallible;
@@ -47,6 +48,8 @@ pub struct Pipeline {
     pub policy: Arc<CallbackPolicy>,
     pub limits: limits::LimitsLayer,
     pub forward: forward::Forward,
+    /// Fired by the server when the drain's grace ends.
+    pub grace: Arc<shutdown::GraceOver>,
 }
 
 impl Pipeline {
@@ -54,7 +57,7 @@ impl Pipeline {
     pub fn stack<B>(
         &self,
         peer: Peer,
-    ) -> impl Service<Request<B>, Response = Answer, Error = Infallible, Future: Send>
+    ) -> impl Service<Request<B>, Response = Answer, Error = Infallible, Future: Send + Unpin>
     + Clone
     + Send
     + 'static
@@ -68,6 +71,9 @@ impl Pipeline {
             .layer(access_log::AccessLogLayer::new(self.recorder.clone(), peer))
             // Every refusal below becomes the gateway's JSON answer here, in one place.
             .layer(rescue::RescueLayer)
+            //    Shutdown: once the drain's grace is over, a request still below is answered
+            //    503 here, so it gets an answer and its line instead of vanishing.
+            .layer(shutdown::ShutdownLayer::new(self.grace.clone()))
             // 2. Trust: the peer, decided at accept, before anything the caller wrote.
             .layer(trust::TrustLayer)
             // 3. Route: exact method and path; the caller never picks the upstream.

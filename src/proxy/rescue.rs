@@ -41,6 +41,9 @@ pub enum Reject {
     BodyUnreadable,
     /// An HTTP/2 head of more than 64 fields (hyper refuses such HTTP/1.1 heads itself).
     TooManyHeaders,
+    /// `listen.shutdown_grace` ended (or a second signal came) before the answer: the
+    /// process is about to exit (SPEC §7).
+    ShuttingDown,
 }
 
 impl Reject {
@@ -57,6 +60,7 @@ impl Reject {
             Self::RateLimited { .. } => 429,
             Self::UpstreamUnavailable => 502,
             Self::UpstreamTimeout => 504,
+            Self::ShuttingDown => 503,
         }
     }
 
@@ -74,6 +78,7 @@ impl Reject {
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::TooManyHeaders => "headers_too_large",
+            Self::ShuttingDown => "shutting_down",
         }
     }
 
@@ -93,6 +98,9 @@ impl Reject {
             Self::UpstreamTimeout => "KwikID did not answer in time.",
             Self::TooManyHeaders => "The request has more headers than the gateway accepts.",
             Self::BodyUnreadable => "The request body could not be read.",
+            Self::ShuttingDown => {
+                "The gateway is shutting down and did not finish this request; send it again."
+            }
         }
     }
 
@@ -224,6 +232,7 @@ mod tests {
             Reject::UpstreamTimeout,
             Reject::BodyUnreadable,
             Reject::TooManyHeaders,
+            Reject::ShuttingDown,
         ]
     }
 

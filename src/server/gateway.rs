@@ -62,6 +62,7 @@ impl Gateway {
                 metrics: metrics.clone(),
                 caller_header,
             },
+            grace: Arc::default(),
         };
         Ok(Arc::new(Self {
             config,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
@@ -18,13 +19,19 @@ use super::{Gateway, MAX_HEAD_BYTES, MAX_HEADERS};
 pub(super) struct Builders {
     pub(super) http1: Arc<auto::Builder<TokioExecutor>>,
     pub(super) http2: Arc<auto::Builder<TokioExecutor>>,
+    /// HTTP/1.1 answers' `Keep-Alive: timeout=<s>`: `listen.idle_timeout` in whole seconds,
+    /// rounded down so that a caller's pool closes first.
+    pub(super) keep_alive: HeaderValue,
 }
 
 impl Builders {
     pub(super) fn new(gateway: &Gateway) -> Self {
+        let idle = gateway.config.listen.idle_timeout.as_secs();
         Self {
             http1: Arc::new(http_builder(gateway).http1_only()),
             http2: Arc::new(http_builder(gateway).http2_only()),
+            keep_alive: HeaderValue::from_str(&format!("timeout={idle}"))
+                .unwrap_or(HeaderValue::from_static("timeout=0")),
         }
     }
 }
@@ -35,8 +42,9 @@ fn http_builder(gateway: &Gateway) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        // Also bounds how long an idle keep-alive connection waits for its next head.
-        .header_read_timeout(listen.header_read_timeout)
+        // Off: hyper's starts when it looks for a head, so it would also bound idle waits
+        // between requests. `super::idle` times heads from their first byte instead.
+        .header_read_timeout(None)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
@@ -45,7 +53,9 @@ fn http_builder(gateway: &Gateway) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(listen.max_concurrent_streams)
         .max_header_list_size(MAX_HEAD_BYTES as u32)
-        // A caller that stops answering pings is gone.
+        // A caller that stops answering pings is gone. Idle connections (no stream) are
+        // closed after `listen.idle_timeout` with GOAWAY (`super::idle`): hyper has no
+        // idle timeout of its own for HTTP/2.
         .keep_alive_interval(Some(listen.header_read_timeout))
         .keep_alive_timeout(listen.header_read_timeout);
     builder

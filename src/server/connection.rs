@@ -1,0 +1,199 @@
+//! One caller connection's task: the TLS handshake if configured, then hyper's HTTP/1.1 or
+//! HTTP/2 server over the stack until the connection closes, its timer fires
+//! ([`super::idle`]) or the drain closes it ([`super::drain`]).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
+
+use super::drain::{Drain, Phase};
+use super::idle::{Activity, Wait, Watchdog, Watched};
+use super::protocol::{Builders, Protocol, sniff};
+use super::track::Track;
+use super::{Gateway, refused, tls};
+use crate::proxy::Peer;
+use crate::rules::trusted;
+
+/// What a connection's task needs from the server.
+pub(super) struct Connection {
+    pub(super) gateway: Arc<Gateway>,
+    pub(super) builders: Builders,
+    pub(super) drain: Arc<Drain>,
+    /// Taken at accept, so the drain counts the connection from then on (its handshake
+    /// included) and sees every phase change.
+    pub(super) phase: tokio::sync::watch::Receiver<Phase>,
+}
+
+impl Connection {
+    /// The TLS handshake if configured, then HTTP/1.1 or HTTP/2 until the connection closes.
+    /// The TLS path is boxed so that a plain connection's task is not sized for a TLS
+    /// session: idle keep-alive connections are what most of the gateway's memory holds.
+    pub(super) async fn run(self, stream: TcpStream, addr: SocketAddr, tls: Option<TlsAcceptor>) {
+        let _ = stream.set_nodelay(true);
+        let listen = &self.gateway.config.listen;
+        let in_cidrs = trusted::is_trusted(&listen.allow_cidrs, addr.ip());
+        let Some(acceptor) = tls else {
+            let peer = Peer {
+                addr,
+                trusted: in_cidrs,
+                certificate_name: None,
+            };
+            let first_bytes = listen.header_read_timeout;
+            let Ok(Ok(protocol)) = tokio::time::timeout(first_bytes, sniff(&stream)).await else {
+                self.gateway.metrics.connection_error("header_timeout");
+                return;
+            };
+            return self.serve(stream, peer, protocol).await;
+        };
+        let mutual = listen.tls.as_ref().is_some_and(|t| t.mutual);
+        let timeout = listen.header_read_timeout;
+        Box::pin(async move {
+            let Some(stream) = tls::accept(&acceptor, stream, timeout).await else {
+                return;
+            };
+            let peer = tls::peer(&stream, addr, in_cidrs, mutual);
+            // RFC 7301: the caller chose in the handshake.
+            let protocol = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            self.serve(stream, peer, protocol).await;
+        })
+        .await;
+    }
+
+    async fn serve<I>(self, io: I, peer: Peer, protocol: Protocol)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let addr = peer.addr;
+        let Self {
+            gateway,
+            builders,
+            drain,
+            mut phase,
+        } = self;
+        let activity = Arc::new(Activity::default());
+        let http1 = protocol == Protocol::Http1;
+        let stack = Track {
+            inner: gateway.pipeline.stack(peer),
+            activity: activity.clone(),
+            drain: drain.clone(),
+            keep_alive: http1.then(|| builders.keep_alive.clone()),
+        };
+        let builder = if http1 {
+            &builders.http1
+        } else {
+            &builders.http2
+        };
+        let io = TokioIo::new(Watched::new(io, activity.clone()));
+        let connection = builder.serve_connection(io, TowerToHyperService::new(stack));
+        tokio::pin!(connection);
+        let listen = &gateway.config.listen;
+        let timer = tokio::time::sleep(listen.header_read_timeout);
+        tokio::pin!(timer);
+        let mut dog = Watchdog::new(
+            listen.header_read_timeout,
+            listen.idle_timeout,
+            http1,
+            timer.as_mut(),
+        );
+        let mut shutting = false;
+        loop {
+            let event = tokio::select! {
+                biased;
+                event = Guarded {
+                    connection: connection.as_mut(),
+                    dog: &mut dog,
+                    timer: timer.as_mut(),
+                    activity: &activity,
+                } => event,
+                Ok(()) = phase.changed() => Event::Phase(*phase.borrow_and_update()),
+                () = activity.went_idle.notified(), if !http1 => Event::Look,
+            };
+            match event {
+                Event::Look => {}
+                Event::Ended(Ok(())) => return,
+                Event::Ended(Err(e)) => return refused(&gateway, addr, e.as_ref()),
+                // The first request, or a head that started, is too slow: closed without an
+                // answer, as hyper's own header timeout does.
+                Event::Timeout(Wait::Head) => {
+                    gateway.metrics.connection_error("header_timeout");
+                    tracing::debug!(peer = %addr, "a request head did not arrive in time; closing");
+                    return;
+                }
+                Event::Timeout(_) => {
+                    tracing::debug!(peer = %addr, "caller connection idle; closing");
+                    if activity.write_blocked() {
+                        // It does not read what it was sent: nothing to wait for.
+                        return;
+                    }
+                    dog.closing();
+                    if !std::mem::replace(&mut shutting, true) {
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+                Event::Phase(Phase::Cut) => {
+                    if http1 && activity.write_blocked() {
+                        drain.note_cut(activity.last_answered());
+                    }
+                    return;
+                }
+                Event::Phase(Phase::Serving) => {}
+                Event::Phase(Phase::Draining) => {
+                    if !std::mem::replace(&mut shutting, true) {
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What ends a wait on the connection.
+enum Event {
+    Ended(Result<(), Box<dyn std::error::Error + Send + Sync>>),
+    Timeout(Wait),
+    Phase(Phase),
+    /// Something changed outside the connection's poll: look again.
+    Look,
+}
+
+/// Polls the connection, then lets the watchdog see what that poll did (a request came, an
+/// answer left, bytes arrived) and polls its timer: events happen only inside the
+/// connection's poll, so the timer is always armed for what the connection waits for now.
+struct Guarded<'a, C> {
+    connection: Pin<&'a mut C>,
+    dog: &'a mut Watchdog,
+    timer: Pin<&'a mut Sleep>,
+    activity: &'a Activity,
+}
+
+impl<C, E> Future for Guarded<'_, C>
+where
+    C: Future<Output = Result<(), E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Output = Event;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Event> {
+        let this = &mut *self;
+        if let Poll::Ready(ended) = this.connection.as_mut().poll(cx) {
+            return Poll::Ready(Event::Ended(ended.map_err(Into::into)));
+        }
+        this.dog.observe(this.activity, this.timer.as_mut());
+        if this.dog.armed() && this.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Timeout(this.dog.wait));
+        }
+        Poll::Pending
+    }
+}
