@@ -24,6 +24,7 @@
 //! - [`metrics`]     Prometheus metrics with bounded labels
 //! - [`admin`]       `/healthz`, `/readyz`, `/metrics` on their own listener
 //! - [`reload`]      token rotation from a file, on change and on SIGHUP
+//! - [`cert_reload`] the TLS listener's certificate and key, reloaded the same way
 //! - [`tls`]         rustls set-up and throwaway certificates
 //!
 //! The command line (`src/main.rs`, `src/cli/`) and the mock KwikID (`src/bin/kwikid-mock.rs`,
@@ -31,6 +32,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod cert_reload;
 pub mod config;
 pub mod limits;
 pub mod logging;

@@ -67,6 +67,7 @@ pub struct Metrics {
     limit_backend: Family<BackendLabel, Gauge>,
     redis_errors: Family<KindLabel, Counter>,
     redis_duration: Histogram,
+    tls_reloads: Family<ResultLabel, Counter>,
 }
 
 /// Which rate limiter decides: `redis`, `local` (the in-process buckets, also the fallback),
@@ -97,6 +98,7 @@ impl Metrics {
             limit_backend: Family::default(),
             redis_errors: Family::default(),
             redis_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
+            tls_reloads: Family::default(),
             registry: Registry::default(),
         };
         // Counters are registered without `_total`; the encoder adds it.
@@ -170,6 +172,11 @@ impl Metrics {
             "Round trip of the shared rate-limit script",
             metrics.redis_duration.clone(),
         );
+        registry.register(
+            "tls_reloads",
+            "Reloads of the TLS listener's certificate and key by result",
+            metrics.tls_reloads.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -240,6 +247,15 @@ impl Metrics {
             .inc();
     }
 
+    /// A reload of the TLS listener's pair: `ok`, or `error` (the old pair stays), as
+    /// [`Self::token_reload`] counts.
+    pub fn tls_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.tls_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
     /// Marks `fingerprint` as the token in use.
     pub fn token_in_use(&self, fingerprint: &str) {
         self.token_info.clear();
@@ -297,6 +313,7 @@ mod tests {
         m.rate_limited("caller");
         m.upstream_error("timeout");
         m.token_reload(true);
+        m.tls_reload(false);
         m.token_in_use("3f9a01c2");
         m.token_in_use("0badc0de");
         let text = m.render(Duration::from_secs(5), 7);
@@ -311,6 +328,7 @@ mod tests {
             "kwikid_gateway_token_info{fingerprint=\"0badc0de\"} 1",
             "kwikid_gateway_token_age_seconds 5.0",
             "kwikid_gateway_rate_limiter_keys 7",
+            "kwikid_gateway_tls_reloads_total{result=\"error\"} 1",
         ] {
             assert!(text.contains(expected), "{expected} missing:\n{text}");
         }

@@ -46,6 +46,7 @@ pub(crate) fn run(path: &Path) -> ExitCode {
         // Signal handlers before the start-up line: from then on, SIGTERM means drain.
         let shutdown = server::shutdown_signal();
         let watcher = kwikid_gateway::reload::spawn(gateway.clone());
+        let cert_watcher = kwikid_gateway::cert_reload::spawn(gateway.clone());
         let addr_of =
             |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let (proxy_addr, admin_addr) = (addr_of(&listener), addr_of(&admin_listener));
@@ -67,6 +68,9 @@ pub(crate) fn run(path: &Path) -> ExitCode {
         );
         let drained = server::serve(listener, gateway.clone(), shutdown).await;
         watcher.abort();
+        if let Some(cert_watcher) = cert_watcher {
+            cert_watcher.abort();
+        }
         gateway.access_log.close();
         admin.abort();
         tracing::info!(clean = drained.is_clean(), "stopped");

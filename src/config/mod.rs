@@ -65,6 +65,8 @@ pub struct Listen {
 pub struct ListenTls {
     pub server: std::sync::Arc<rustls::ServerConfig>,
     pub mutual: bool,
+    /// The certificate and key `server` presents, swapped on reload.
+    pub certificate: std::sync::Arc<crate::cert_reload::ListenerCert>,
 }
 
 impl fmt::Debug for ListenTls {

@@ -1,26 +1,22 @@
-//! `listen.tls`: the caller-facing certificate, mTLS, and ALPN; PEM reading shared with
-//! `upstream.ca_file`.
+//! `listen.tls`: the caller-facing certificate (reloadable), mTLS, and ALPN; PEM reading
+//! shared with `upstream.ca_file`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::{ConfigError, ListenTls, RawListenTls};
+use crate::cert_reload::ListenerCert;
 
 impl RawListenTls {
     pub(super) fn validate(&self, path: &Path, here: &Path) -> Result<ListenTls, ConfigError> {
-        use rustls_pki_types::PrivateKeyDer;
-        let chain = read_certificates(&here.join(&self.cert_file))
-            .map_err(|e| ConfigError::at(path, "listen.tls.cert_file", e))?;
-        let key_path = here.join(&self.key_file);
-        let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
-            ConfigError::at(
-                path,
-                "listen.tls.key_file",
-                format!("{}: {e}", key_path.display()),
-            )
-        })?;
+        // Reloaded on SIGHUP and on file change (`crate::cert_reload`); read here first so
+        // that a bad pair stops the start with one line.
+        let certificate = ListenerCert::load(here.join(&self.cert_file), here.join(&self.key_file))
+            .map(Arc::new)
+            .map_err(|e| ConfigError::at(path, e.key, e.reason))?;
         let builder = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| ConfigError::at(path, "listen.tls", e))?;
@@ -47,14 +43,13 @@ impl RawListenTls {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let mut server = builder
-            .with_single_cert(chain, key)
-            .map_err(|e| ConfigError::at(path, "listen.tls.key_file", e))?;
+        let mut server = builder.with_cert_resolver(certificate.clone());
         // RFC 7301: callers pick HTTP/2 or HTTP/1.1; the same limits hold on both.
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(ListenTls {
-            server: std::sync::Arc::new(server),
+            server: Arc::new(server),
             mutual: self.client_ca_file.is_some(),
+            certificate,
         })
     }
 }
