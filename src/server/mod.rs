@@ -110,8 +110,9 @@ async fn prune_forever(gateway: Arc<Gateway>) {
     }
 }
 
-/// hyper answered by itself (a malformed head, one too large, one too slow) or the
-/// connection broke: counted, and logged at debug with the peer, never with the bytes.
+/// hyper answered by itself (a malformed head, one too large), an HTTP/2 ping went
+/// unanswered, or the connection broke: counted, and logged at debug with the peer, never
+/// with the bytes. (Slow heads and silent connections are the watchdog's: `idle`.)
 fn refused(gateway: &Gateway, addr: SocketAddr, error: &(dyn std::error::Error + 'static)) {
     let kind = match error.downcast_ref::<hyper::Error>() {
         Some(e) if e.is_parse_too_large() => "headers_too_large",
