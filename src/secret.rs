@@ -3,19 +3,24 @@
 //!
 //! [`Token`] prints `[REDACTED]` and is zeroed on drop. What the request path holds is a
 //! [`LoadedToken`]: the prebuilt sensitive header plus the token's fingerprint, swapped as one
-//! value when the token is reloaded.
+//! value when the token is reloaded. The bytes a `LoadedToken` holds (the header's, and the
+//! forms the access log looks for) live in memory locked against swap (`secret/locked.rs`).
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::config::TokenSource;
+
+mod locked;
+use locked::LockedBytes;
 
 /// The API token. Neither `Debug` nor `Display` reveals it; it has no `Serialize`.
 #[derive(Clone)]
@@ -71,7 +76,9 @@ impl Token {
         if !raw.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(TokenError::NotAHeaderValue);
         }
-        Ok(Self(SecretString::from(std::mem::take(&mut *raw))))
+        // A copy of exactly its length: `SecretString::from` shrinks a longer `String` (one
+        // that had a trailing newline), and a reallocation could free a copy unzeroed.
+        Ok(Self(SecretString::from(raw.as_str().to_owned())))
     }
 
     /// Reads the token from its configured source.
@@ -107,13 +114,13 @@ impl Token {
         digest[..4].iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// `Bearer <token>` as a header value marked sensitive.
+    /// `Bearer <token>` as a header value marked sensitive. Its bytes are a locked buffer of
+    /// their own, not a copy: `HeaderValue` keeps the `Bytes` it is given, and its clones share
+    /// them; the buffer is zeroed and unlocked when the last clone goes.
     fn bearer_header(&self) -> HeaderValue {
-        let mut bytes = Zeroizing::new(Vec::with_capacity(7 + self.0.expose_secret().len()));
-        bytes.extend_from_slice(b"Bearer ");
-        bytes.extend_from_slice(self.0.expose_secret().as_bytes());
-        let mut value =
-            HeaderValue::from_bytes(&bytes).expect("visible ASCII was checked in Token::new");
+        let bytes = LockedBytes::concat(&[b"Bearer ", self.0.expose_secret().as_bytes()]);
+        let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(bytes))
+            .expect("visible ASCII was checked in Token::new");
         value.set_sensitive(true);
         value
     }
@@ -152,7 +159,7 @@ pub struct LoadedToken {
     /// When this token was loaded, for the token-age metric.
     pub loaded_at: Instant,
     /// See [`Token::revealing_forms`]; the access log refuses fields that contain one.
-    revealing: Vec<Zeroizing<Vec<u8>>>,
+    revealing: Vec<LockedBytes>,
 }
 
 impl LoadedToken {
@@ -161,7 +168,11 @@ impl LoadedToken {
             header: token.bearer_header(),
             fingerprint: token.fingerprint(),
             loaded_at: Instant::now(),
-            revealing: token.revealing_forms(),
+            revealing: token
+                .revealing_forms()
+                .iter()
+                .map(|form| LockedBytes::concat(&[form]))
+                .collect(),
         }
     }
 
@@ -261,6 +272,17 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::AUTHORIZATION, loaded.header.clone());
         assert!(!format!("{headers:?}").contains("s3cr3t"));
+    }
+
+    /// SECURITY.md promises these bytes are locked against swap: the header's own bytes (the
+    /// ones every request clones), not a copy of them.
+    #[test]
+    fn the_header_and_the_revealing_forms_live_in_locked_pages() {
+        let loaded = LoadedToken::new(&Token::new("tok-locked-1".into()).unwrap());
+        let clone = loaded.header.clone();
+        assert_eq!(clone.as_bytes(), b"Bearer tok-locked-1");
+        assert!(locked::is_locked(clone.as_bytes()));
+        assert!(loaded.revealing.iter().all(|form| locked::is_locked(form)));
     }
 
     #[test]
