@@ -10,7 +10,9 @@
 //! it passes through (read it top to bottom), [`upstream`] sends it to KwikID.
 //!
 //! - [`config`]      raw TOML → validated [`config::Config`], one-line errors naming the key
-//! - [`secret`]      the token: redacting, zeroized, fingerprinted, swappable on reload
+//! - [`secret`]      the token: redacting, zeroized, locked in memory, fingerprinted, swappable
+//!   on reload
+//! - [`hardening`]   at start: no core files, not dumpable (other processes of the user kept out)
 //! - [`server`]      accept loop, connection cap, TLS / mTLS → `Peer`, hyper's HTTP/1.1 and
 //!   HTTP/2 server, graceful drain
 //! - [`proxy`]       the tower stack, one step per file: access log, rescue (every refusal →
@@ -32,6 +34,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod hardening;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

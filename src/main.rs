@@ -50,6 +50,9 @@ enum Command {
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // First, before any subcommand reads the token: no core files, not dumpable. What the
+    // kernel refuses is reported by the subcommand once its logging is up.
+    let refused = kwikid_gateway::hardening::harden();
     // One crypto provider for every rustls user, the redis client included.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse() {
@@ -60,10 +63,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        None => cli::run::run(&cli.config),
-        Some(Command::Check) => cli::check::check(&cli.config),
-        Some(Command::Demo) => {
-            cli::runtime().map_or(ExitCode::from(1), |rt| rt.block_on(cli::demo::run()))
-        }
+        None => cli::run::run(&cli.config, &refused),
+        Some(Command::Check) => cli::check::check(&cli.config, &refused),
+        Some(Command::Demo) => cli::runtime().map_or(ExitCode::from(1), |rt| {
+            rt.block_on(cli::demo::run(&refused))
+        }),
     }
 }

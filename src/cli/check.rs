@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use kwikid_gateway::config::{Config, RawConfig, redact_url};
+use kwikid_gateway::hardening::Refused;
 use kwikid_gateway::limits::RateLimits;
 use kwikid_gateway::secret::Token;
 
@@ -24,7 +25,12 @@ pub(crate) fn load(path: &Path) -> Result<(RawConfig, Config, Token), ExitCode> 
     Ok((raw, config, token))
 }
 
-pub(crate) fn check(path: &Path) -> ExitCode {
+/// `refused`: the hardening steps the kernel refused, one warning line each on stderr (`check`
+/// installs no logger).
+pub(crate) fn check(path: &Path, refused: &[Refused]) -> ExitCode {
+    for r in refused {
+        eprintln!("kwikid-gateway: warning: {r}");
+    }
     let (mut raw, config, token) = match load(path) {
         Ok(loaded) => loaded,
         Err(code) => return code,

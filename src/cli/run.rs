@@ -4,17 +4,20 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use kwikid_gateway::access_log::AccessLog;
+use kwikid_gateway::hardening::{self, Refused};
 use kwikid_gateway::{Gateway, logging, server};
 
 use super::check::load;
 
 /// Exit 0 after a clean drain, 1 when the gateway cannot run, 2 for a bad config.
-pub(crate) fn run(path: &Path) -> ExitCode {
+/// `refused`: the hardening steps the kernel refused, logged once logging is up.
+pub(crate) fn run(path: &Path, refused: &[Refused]) -> ExitCode {
     let (_raw, config, token) = match load(path) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
     logging::init(&config.log);
+    hardening::warn(refused);
     let Some(runtime) = super::runtime() else {
         return ExitCode::from(1);
     };
