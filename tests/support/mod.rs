@@ -878,27 +878,109 @@ pub fn fd_count(pid: u32) -> usize {
 
 /// Resident memory of process `pid` in KiB (Linux `/proc`).
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// Memory process `pid` holds locked against swap (`mlock`), in KiB (Linux `/proc`).
+pub fn locked_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmLck")
+}
+
+/// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmLck`, …); 0 if it cannot be read.
+fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
 }
 
+/// A resource limit of process `pid` (`"self"` for this one) as `/proc/<pid>/limits` shows
+/// it: `(soft, hard)`, each a number or `unlimited`. `name` is the row's name, such as
+/// `Max core file size` or `Max open files`.
+pub fn proc_limit(pid: &str, name: &str) -> Option<(String, String)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let row = limits.lines().find_map(|l| l.strip_prefix(name))?;
+    let mut values = row.split_whitespace();
+    Some((values.next()?.to_owned(), values.next()?.to_owned()))
+}
+
 /// This process's soft limit on open files (`ulimit -n`), from `/proc/self/limits`.
 pub fn open_files_soft_limit() -> u64 {
-    std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3))
-                .and_then(|v| v.parse().ok())
-        })
+    proc_limit("self", "Max open files")
+        .and_then(|(soft, _)| soft.parse().ok())
         .unwrap_or(1024)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Another user: the gateway run as an unprivileged user, to see what the other processes of
+// that user can and cannot do to it.
+
+/// The user and group id the gateway runs as in those tests: 65534 (`nobody` and `nogroup` on
+/// Debian), unprivileged everywhere.
+pub const NOBODY: u32 = 65534;
+
+/// `setpriv` running what follows as [`NOBODY`], with no supplementary groups (hence no
+/// capabilities either), and neither `KWIKID_API_TOKEN` nor `KWIKID_GATEWAY_CONFIG` from the
+/// tests' environment. `None` when the tests do not run as root and so cannot switch users:
+/// then `test` is reported `SKIPPED …` on stderr (past the harness's capture, like the Redis
+/// tests).
+pub fn as_nobody(test: &str) -> Option<Command> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED {test}: needs root, to run processes as uid {NOBODY} with setpriv");
+        return None;
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .arg("--clear-groups")
+        .arg("--")
+        .env_remove("KWIKID_API_TOKEN")
+        .env_remove("KWIKID_GATEWAY_CONFIG");
+    Some(cmd)
+}
+
+impl Scratch {
+    /// Hands the directory to [`NOBODY`] (owner, mode 0700), so a gateway run as that user can
+    /// read what it holds.
+    pub fn give_to_nobody(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(&self.0, Some(NOBODY), Some(NOBODY)).unwrap();
+        std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
+    /// Writes `contents` as `name`, owned by [`NOBODY`] and readable by it alone (0600), the
+    /// way a token file is deployed; an existing file is replaced by a rename, so a reader
+    /// never sees it half written.
+    pub fn write_for_nobody(&self, name: &str, contents: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join(name);
+        let tmp = self.0.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, contents).unwrap();
+        std::os::unix::fs::chown(&tmp, Some(NOBODY), Some(NOBODY)).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+}
+
+/// The gateway binary at a path [`NOBODY`] can run: where Cargo built it when every directory
+/// on the way lets others through, else a copy in `scratch` (given to nobody first).
+pub fn gateway_bin_for_nobody(scratch: &Scratch) -> PathBuf {
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_kwikid-gateway"));
+    let reachable = as_nobody("gateway_bin_for_nobody")
+        .and_then(|mut cmd| cmd.arg("test").arg("-x").arg(&built).status().ok())
+        .is_some_and(|status| status.success());
+    if reachable {
+        return built;
+    }
+    let copy = scratch.0.join("kwikid-gateway");
+    std::fs::copy(&built, &copy).unwrap();
+    std::os::unix::fs::chown(&copy, Some(NOBODY), Some(NOBODY)).unwrap();
+    copy
 }
 
 impl Lines {
