@@ -398,6 +398,17 @@ def run_asserts(deploy):
 
     check("systemd: hardening (DynamicUser, ProtectSystem=strict, no capabilities, syscall filter, ...)", hardening)
 
+    def core_and_memlock():
+        if unit.get("LimitCORE") != ["0"]:
+            return f"LimitCORE={unit.get('LimitCORE')}, want [0]: a core file would hold the token"
+        # The token's pages are locked with mlock (@memlock); a filter denying it would leave
+        # them swappable (the gateway would only warn).
+        denied = {name for v in unit.get("SystemCallFilter", []) if v.startswith("~") for name in v[1:].split()}
+        if denied & {"@memlock", "mlock", "munlock"}:
+            return f"SystemCallFilter denies {sorted(denied & {'@memlock', 'mlock', 'munlock'})}"
+
+    check("systemd: LimitCORE=0, and the system-call filter lets the token's pages be locked (@memlock)", core_and_memlock)
+
     def single_instance_backends():
         with open(os.path.join(deploy, "docker", "config.toml"), "rb") as f:
             dcfg = tomllib.load(f)
