@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -107,6 +107,12 @@ impl Token {
         digest[..4].iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// When the token expires, if it is a JWT with a readable `exp` (SPEC §11); the parser
+    /// gets the bytes and gives back only a time.
+    pub fn expiry(&self) -> Option<SystemTime> {
+        crate::token_watch::jwt::expiry(self.0.expose_secret().as_bytes())
+    }
+
     /// `Bearer <token>` as a header value marked sensitive.
     fn bearer_header(&self) -> HeaderValue {
         let mut bytes = Zeroizing::new(Vec::with_capacity(7 + self.0.expose_secret().len()));
@@ -151,6 +157,8 @@ pub struct LoadedToken {
     pub fingerprint: String,
     /// When this token was loaded, for the token-age metric.
     pub loaded_at: Instant,
+    /// See [`Token::expiry`]; safe to log.
+    pub expires: Option<SystemTime>,
     /// See [`Token::revealing_forms`]; the access log refuses fields that contain one.
     revealing: Vec<Zeroizing<Vec<u8>>>,
 }
@@ -161,6 +169,7 @@ impl LoadedToken {
             header: token.bearer_header(),
             fingerprint: token.fingerprint(),
             loaded_at: Instant::now(),
+            expires: token.expiry(),
             revealing: token.revealing_forms(),
         }
     }
