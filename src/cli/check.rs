@@ -96,7 +96,7 @@ fn print_callers(raw: &RawConfig, config: &Config) {
             None => "every route".to_owned(),
         };
         println!(
-            "#   {}: {}/s, burst {} ({share}); {routes}",
+            "#   {}: {}/s, burst {} ({share}); routes: {routes}",
             caller.name, rate.per_second, rate.burst
         );
     }
