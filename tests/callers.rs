@@ -237,6 +237,32 @@ async fn with_deny_an_unnamed_caller_is_refused_before_its_body_is_read() {
     assert_no_token(&gw);
 }
 
+/// Guards against an untrusted peer being counted as the named caller it claims to be: its
+/// 403 counts as `other`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_peer_never_counts_as_a_named_caller() {
+    let upstream = Upstream::start().await;
+    let gw = gateway(
+        &upstream,
+        "[listen]\naddr = \"127.0.0.1:0\"\nallow_cidrs = [\"10.0.0.0/8\"]\n\
+         [[callers]]\nname = \"orders-svc\"\n",
+    );
+    init_as(gw.addr, "orders-svc")
+        .await
+        .assert_error(403, "caller_not_allowed");
+    assert_eq!(gw.access_line(1)["caller"], "orders-svc");
+    let exposition = metrics(gw.admin).await;
+    assert_eq!(
+        caller_count(&exposition, "other", "caller_not_allowed"),
+        1.0
+    );
+    assert_eq!(
+        caller_count(&exposition, "orders-svc", "caller_not_allowed"),
+        0.0
+    );
+    assert!(upstream.mock().received().is_empty());
+}
+
 /// Guards against `check` hiding who is named and with what share, and against a bad
 /// `[[callers]]` passing or being reported in anything but one line naming the key.
 #[test]

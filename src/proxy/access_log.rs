@@ -104,7 +104,12 @@ where
             )
             .into_boxed_str(),
         };
-        let listed = recorder.callers.find(&caller);
+        // An untrusted peer's name proves nothing: it counts as `other`, never as a named
+        // caller it claims to be.
+        let listed = peer
+            .trusted
+            .then(|| recorder.callers.find(&caller))
+            .flatten();
         let request_id = request_id(headers.get(X_REQUEST_ID));
         let exchange = Exchange::new(request_id, caller, listed, peer.trusted);
         request.extensions_mut().insert(exchange.clone());
