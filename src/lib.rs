@@ -16,16 +16,19 @@
 //! - [`server`]      accept loop, connection cap, TLS / mTLS → `Peer`, hyper's HTTP/1.1 and
 //!   HTTP/2 server, graceful drain
 //! - [`proxy`]       the tower stack, one step per file: access log, rescue (every refusal →
-//!   one JSON answer), trust, route, body, policy, limits, forward
-//! - [`rules`]       the pure rules the steps apply: trusted networks, route hygiene, the init
-//!   body, callback hosts, which headers cross
-//! - [`limits`]      per-caller and global governor buckets, KwikID's 429 hold, Redis GCRA
+//!   one JSON answer), trust, route, callers, body, policy, limits, forward
+//! - [`rules`]       the pure rules the steps apply: trusted networks, route hygiene, named
+//!   callers, the init body, callback hosts, which headers cross
+//! - [`limits`]      per-caller (named callers' own) and global governor buckets, KwikID's
+//!   429 hold, Redis GCRA
 //! - [`upstream`]    hyper's HTTP/1.1 and HTTP/2 client connections to KwikID under our pool
 //! - [`access_log`]  one JSON line per request; the scrubbing lives here
 //! - [`logging`]     operational logs on stderr
 //! - [`metrics`]     Prometheus metrics with bounded labels
 //! - [`admin`]       `/healthz`, `/readyz`, `/metrics` on their own listener
 //! - [`reload`]      token rotation from a file, on change and on SIGHUP
+//! - [`token_watch`] the token's health: its JWT expiry, warnings before it lapses, KwikID's
+//!   401s
 //! - [`tls`]         rustls set-up and throwaway certificates
 //!
 //! The command line (`src/main.rs`, `src/cli/`) and the mock KwikID (`src/bin/kwikid-mock.rs`,
@@ -44,6 +47,7 @@ pub mod rules;
 pub mod secret;
 pub mod server;
 pub mod tls;
+pub mod token_watch;
 pub mod upstream;
 
 pub use server::{Gateway, serve};

@@ -1,12 +1,13 @@
 //! Prometheus metrics (prometheus-client: one registry per gateway, typed label sets).
 //!
 //! Every label is bounded: a configured route, a status code, an outcome code, a limiter
-//! scope, an upstream error kind, a reload result, a token fingerprint. Never a caller id, a
-//! path the caller chose, or anything secret.
+//! scope, an upstream error kind, a reload result, a token fingerprint, a caller named in
+//! `[[callers]]` (or `other`). Never a caller id a caller chose, a path the caller chose, or
+//! anything secret.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -48,6 +49,17 @@ struct FingerprintLabel {
     fingerprint: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallerLabels {
+    /// A name from `[[callers]]`, or `other` for every caller that is not listed (SPEC §10).
+    caller: Arc<str>,
+    outcome: &'static str,
+}
+
+/// The label set of a metric without labels that may be absent: it encodes no label list, and
+/// a family without members is left out of the exposition.
+type Unlabelled = [(&'static str, &'static str); 0];
+
 /// The gateway's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,
@@ -67,6 +79,11 @@ pub struct Metrics {
     limit_backend: Family<BackendLabel, Gauge>,
     redis_errors: Family<KindLabel, Counter>,
     redis_duration: Histogram,
+    /// The `caller` label of every caller that is not listed.
+    other_caller: Arc<str>,
+    caller_requests: Family<CallerLabels, Counter>,
+    token_expiry: Family<Unlabelled, Gauge>,
+    upstream_auth_failures: Counter,
 }
 
 /// Which rate limiter decides: `redis`, `local` (the in-process buckets, also the fallback),
@@ -97,6 +114,10 @@ impl Metrics {
             limit_backend: Family::default(),
             redis_errors: Family::default(),
             redis_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
+            other_caller: Arc::from(crate::rules::callers::OTHER),
+            caller_requests: Family::default(),
+            token_expiry: Family::default(),
+            upstream_auth_failures: Counter::default(),
             registry: Registry::default(),
         };
         // Counters are registered without `_total`; the encoder adds it.
@@ -170,10 +191,66 @@ impl Metrics {
             "Round trip of the shared rate-limit script",
             metrics.redis_duration.clone(),
         );
+        registry.register(
+            "caller_requests",
+            "Requests by caller named in [[callers]] (other: every caller not listed) and outcome",
+            metrics.caller_requests.clone(),
+        );
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When the token in use expires (its JWT exp claim), in seconds since the Unix epoch; absent without a readable exp",
+            metrics.token_expiry.clone(),
+        );
+        registry.register(
+            "upstream_auth_failures",
+            "KwikID's 401 answers: it rejected the token in use",
+            metrics.upstream_auth_failures.clone(),
+        );
         Self {
             registry,
             ..metrics
         }
+    }
+
+    /// Exports 0 for each listed caller, and `other`, with each of `outcomes`, so every
+    /// caller shows from the start.
+    pub fn listed_callers(&self, names: &[Arc<str>], outcomes: &[&'static str]) {
+        for caller in names.iter().chain([&self.other_caller]) {
+            for &outcome in outcomes {
+                drop(self.caller_requests.get_or_create(&CallerLabels {
+                    caller: caller.clone(),
+                    outcome,
+                }));
+            }
+        }
+    }
+
+    /// One answered request of a listed caller (`None`: one that is not listed).
+    pub fn caller_request(&self, caller: Option<&Arc<str>>, outcome: &'static str) {
+        self.caller_requests
+            .get_or_create(&CallerLabels {
+                caller: caller.unwrap_or(&self.other_caller).clone(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// When the token in use expires; `None` removes the gauge.
+    pub fn token_expiry(&self, expires: Option<SystemTime>) {
+        self.token_expiry.clear();
+        if let Some(at) = expires {
+            let secs = at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.token_expiry
+                .get_or_create(&[])
+                .set(i64::try_from(secs).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// KwikID answered 401.
+    pub fn upstream_auth_failure(&self) {
+        self.upstream_auth_failures.inc();
     }
 
     /// Marks `backend` (one of [`BACKENDS`]) as the one deciding now.
@@ -315,6 +392,37 @@ mod tests {
             assert!(text.contains(expected), "{expected} missing:\n{text}");
         }
         assert!(!text.contains("3f9a01c2"), "the old fingerprint is gone");
+    }
+
+    /// Guards against a caller label outside the configured names and `other`, a token expiry
+    /// gauge that lingers once the token has no readable `exp`, or an uncounted 401.
+    #[test]
+    fn callers_expiry_and_auth_failures_are_exposed() {
+        let m = Metrics::new();
+        let orders: Arc<str> = Arc::from("orders-svc");
+        m.listed_callers(
+            std::slice::from_ref(&orders),
+            &["forwarded", "rate_limited"],
+        );
+        m.caller_request(Some(&orders), "forwarded");
+        m.caller_request(None, "caller_not_allowed");
+        m.upstream_auth_failure();
+        let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(1_801_094_400);
+        m.token_expiry(Some(expires));
+        let text = m.render(Duration::ZERO, 0);
+        for expected in [
+            "kwikid_gateway_caller_requests_total{caller=\"orders-svc\",outcome=\"forwarded\"} 1",
+            "kwikid_gateway_caller_requests_total{caller=\"orders-svc\",outcome=\"rate_limited\"} 0",
+            "kwikid_gateway_caller_requests_total{caller=\"other\",outcome=\"forwarded\"} 0",
+            "kwikid_gateway_caller_requests_total{caller=\"other\",outcome=\"caller_not_allowed\"} 1",
+            "kwikid_gateway_token_expiry_timestamp_seconds 1801094400",
+            "kwikid_gateway_upstream_auth_failures_total 1",
+        ] {
+            assert!(text.contains(expected), "{expected} missing:\n{text}");
+        }
+        m.token_expiry(None);
+        let text = m.render(Duration::ZERO, 0);
+        assert!(!text.contains("token_expiry"), "{text}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -114,6 +114,12 @@ impl Token {
         digest[..4].iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// When the token expires, if it is a JWT with a readable `exp` (SPEC §11); the parser
+    /// gets the bytes and gives back only a time.
+    pub fn expiry(&self) -> Option<SystemTime> {
+        crate::token_watch::jwt::expiry(self.0.expose_secret().as_bytes())
+    }
+
     /// `Bearer <token>` as a header value marked sensitive. Its bytes are a locked buffer of
     /// their own, not a copy: `HeaderValue` keeps the `Bytes` it is given, and its clones share
     /// them; the buffer is zeroed and unlocked when the last clone goes.
@@ -127,7 +133,9 @@ impl Token {
 
     /// Byte strings that would reveal this token if they appeared in output: the token, and
     /// the standard and URL-safe base64 of it and of `Bearer <token>` (the form
-    /// `redirection_url` carries). Where both alphabets give the same text it is listed once.
+    /// `redirection_url` carries), and each `.`-separated segment of at least
+    /// [`MIN_REVEALING_SEGMENT`] bytes (a JWT's payload and signature are parts of the token,
+    /// SPEC §11). Where two forms give the same text it is listed once.
     pub fn revealing_forms(&self) -> Vec<Zeroizing<Vec<u8>>> {
         use base64::Engine;
         use base64::engine::general_purpose::{STANDARD, URL_SAFE};
@@ -146,9 +154,21 @@ impl Token {
                 }
             }
         }
+        if token.contains(&b'.') {
+            for segment in token.split(|&b| b == b'.') {
+                let segment = Zeroizing::new(segment.to_vec());
+                if segment.len() >= MIN_REVEALING_SEGMENT && !forms.contains(&segment) {
+                    forms.push(segment);
+                }
+            }
+        }
         forms
     }
 }
+
+/// Shorter segments of a dotted token are not looked for on their own: a few characters would
+/// match innocent text, and a JWT's segments are far longer.
+pub const MIN_REVEALING_SEGMENT: usize = 16;
 
 /// A token ready for the request path.
 pub struct LoadedToken {
@@ -158,6 +178,8 @@ pub struct LoadedToken {
     pub fingerprint: String,
     /// When this token was loaded, for the token-age metric.
     pub loaded_at: Instant,
+    /// See [`Token::expiry`]; safe to log.
+    pub expires: Option<SystemTime>,
     /// See [`Token::revealing_forms`]; the access log refuses fields that contain one.
     revealing: Vec<LockedBytes>,
 }
@@ -168,6 +190,7 @@ impl LoadedToken {
             header: token.bearer_header(),
             fingerprint: token.fingerprint(),
             loaded_at: Instant::now(),
+            expires: token.expiry(),
             revealing: token
                 .revealing_forms()
                 .iter()
@@ -314,6 +337,24 @@ mod tests {
         assert!(loaded.is_revealed_in(b"x tok-123 y"));
         assert!(loaded.is_revealed_in(b"QmVhcmVyIHRvay0xMjM=")); // base64("Bearer tok-123")
         assert!(!loaded.is_revealed_in(b"tok-12"));
+    }
+
+    /// Guards against a JWT's payload or signature passing on its own (SPEC §11).
+    #[test]
+    fn each_long_segment_of_a_dotted_token_is_revealing() {
+        let loaded = LoadedToken::new(
+            &Token::new(
+                "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjE4MDEzNTM2MDB9.c2lnbmF0dXJlLWJ5dGVz".into(),
+            )
+            .unwrap(),
+        );
+        assert!(loaded.is_revealed_in(b"x eyJleHAiOjE4MDEzNTM2MDB9 y"));
+        assert!(loaded.is_revealed_in(b"c2lnbmF0dXJlLWJ5dGVz"));
+        assert!(loaded.is_revealed_in(b"eyJhbGciOiJIUzI1NiJ9"));
+        assert!(!loaded.is_revealed_in(b"eyJleHAiOjE4MDEz"));
+        let short = LoadedToken::new(&Token::new("abc.defghijklmnopqrstu".into()).unwrap());
+        assert!(!short.is_revealed_in(b"abc"), "too short to look for alone");
+        assert!(short.is_revealed_in(b"defghijklmnopqrstu"));
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub(crate) fn run(path: &Path, refused: &[Refused]) -> ExitCode {
         // Signal handlers before the start-up line: from then on, SIGTERM means drain.
         let shutdown = server::shutdown_signal();
         let watcher = kwikid_gateway::reload::spawn(gateway.clone());
+        let reminders =
+            kwikid_gateway::token_watch::spawn(gateway.token_watch.clone(), gateway.token.clone());
         let addr_of =
             |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let (proxy_addr, admin_addr) = (addr_of(&listener), addr_of(&admin_listener));
@@ -66,8 +68,13 @@ pub(crate) fn run(path: &Path, refused: &[Refused]) -> ExitCode {
             token_id = gateway.token.current().fingerprint.as_str(),
             "kwikid-gateway listening"
         );
+        // When the token expires (SPEC §11); an expired one is an error line, not a stop.
+        gateway
+            .token_watch
+            .loaded(&gateway.token.current(), "start");
         server::serve(listener, gateway.clone(), shutdown).await;
         watcher.abort();
+        reminders.abort();
         gateway.access_log.close();
         admin.abort();
         tracing::info!("stopped");

@@ -8,6 +8,7 @@
 //! - `validate`: raw → typed, one rule per key.
 //! - [`error`]: the one-line [`ConfigError`].
 
+mod callers;
 mod error;
 mod limits;
 pub mod raw;
@@ -23,6 +24,7 @@ use http::HeaderName;
 use ipnet::IpNet;
 use rustls_pki_types::CertificateDer;
 
+use crate::rules::callers::Callers;
 use crate::rules::policy::CallbackPolicy;
 use crate::rules::route::Route;
 pub use error::{ConfigError, one_line};
@@ -36,9 +38,14 @@ pub struct Config {
     pub admin: Admin,
     pub upstream: Upstream,
     pub token: TokenSource,
+    /// `token.warn_before_expiry`: a JWT token is warned about while less than this remains
+    /// (SPEC §11).
+    pub warn_before_expiry: Duration,
     pub rate_limit: RateLimit,
     pub policy: CallbackPolicy,
     pub routes: Vec<Route>,
+    /// `[[callers]]` and `rate_limit.unknown_callers` (SPEC §10).
+    pub callers: Callers,
     pub log: Log,
 }
 
@@ -114,6 +121,9 @@ pub struct RateLimit {
     pub max_wait: Duration,
     /// `None`: in-process buckets only. `Some`: buckets shared by every replica through Redis.
     pub redis: Option<RedisLimits>,
+    /// Each listed caller's own share, by its index in `[[callers]]` (its `per_second` and
+    /// `burst`, else `per_caller`'s).
+    pub callers: Vec<Rate>,
 }
 
 /// `[rate_limit] backend = "redis"`.
@@ -266,6 +276,19 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.rate_limit.per_caller.per_second, 0.5);
+    }
+
+    /// Guards against the expiry warning's window being read wrong or defaulting to nothing.
+    #[test]
+    fn warn_before_expiry_defaults_to_seven_days() {
+        assert_eq!(
+            parse(BASE).unwrap().warn_before_expiry,
+            Duration::from_secs(7 * 86400)
+        );
+        let c = parse(&format!("{BASE}[token]\nwarn_before_expiry = \"36h\"\n")).unwrap();
+        assert_eq!(c.warn_before_expiry, Duration::from_secs(36 * 3600));
+        let e = parse(&format!("{BASE}[token]\nwarn_before_expiry = \"soon\"\n")).unwrap_err();
+        assert!(e.contains("token.warn_before_expiry"), "{e}");
     }
 
     #[test]

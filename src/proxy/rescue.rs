@@ -23,6 +23,10 @@ pub const GATEWAY_ERROR: &str = "x-gateway-error";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reject {
     CallerNotAllowed,
+    /// `rate_limit.unknown_callers = "deny"` and the caller is not in `[[callers]]` (SPEC §10).
+    CallerNotListed,
+    /// A listed caller on a route outside its `routes` (SPEC §10).
+    RouteNotForCaller,
     NoRoute,
     MethodNotAllowed {
         allow: HeaderValue,
@@ -46,7 +50,7 @@ pub enum Reject {
 impl Reject {
     pub fn status(&self) -> u16 {
         match self {
-            Self::CallerNotAllowed => 403,
+            Self::CallerNotAllowed | Self::CallerNotListed | Self::RouteNotForCaller => 403,
             Self::NoRoute => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::BodyTooLarge => 413,
@@ -63,7 +67,9 @@ impl Reject {
     /// The `x-gateway-error` value and the access log's `outcome`.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::CallerNotAllowed => "caller_not_allowed",
+            Self::CallerNotAllowed | Self::CallerNotListed | Self::RouteNotForCaller => {
+                "caller_not_allowed"
+            }
             Self::NoRoute => "no_route",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::BodyTooLarge => "body_too_large",
@@ -80,6 +86,8 @@ impl Reject {
     fn sentence(&self) -> &'static str {
         match self {
             Self::CallerNotAllowed => "This caller is not allowed to use the gateway.",
+            Self::CallerNotListed => "This caller is not one of the gateway's named callers.",
+            Self::RouteNotForCaller => "This caller is not allowed to use this route.",
             Self::NoRoute => "No route matches this path.",
             Self::MethodNotAllowed { .. } => "This method is not allowed on this path.",
             Self::BodyTooLarge => "The request body is larger than the gateway accepts.",
@@ -197,6 +205,21 @@ where
     }
 }
 
+/// Every `x-gateway-error` code [`Reject::code`] gives, each once (for metrics that start at 0).
+pub const CODES: [&str; 11] = [
+    "caller_not_allowed",
+    "no_route",
+    "method_not_allowed",
+    "body_too_large",
+    "body_timeout",
+    "invalid_body",
+    "callback_not_allowed",
+    "rate_limited",
+    "upstream_unavailable",
+    "upstream_timeout",
+    "headers_too_large",
+];
+
 const BODY_PREFIX: &[u8] = b"{\"error\":\"";
 const BODY_SUFFIX: &[u8] = b"\"}";
 
@@ -209,6 +232,8 @@ mod tests {
     fn every() -> Vec<Reject> {
         vec![
             Reject::CallerNotAllowed,
+            Reject::CallerNotListed,
+            Reject::RouteNotForCaller,
             Reject::NoRoute,
             Reject::MethodNotAllowed {
                 allow: HeaderValue::from_static("POST"),
@@ -243,6 +268,23 @@ mod tests {
             let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(json, serde_json::json!({ "error": sentence }));
         }
+    }
+
+    /// Guards against a code missing from [`CODES`] (its metric series would not start at 0),
+    /// and against two refusals that callers cannot tell apart by their sentence.
+    #[test]
+    fn codes_lists_every_code_and_each_refusal_has_its_own_sentence() {
+        let mut sentences: Vec<_> = every().iter().map(Reject::sentence).collect();
+        for reject in every() {
+            assert!(CODES.contains(&reject.code()), "{reject:?}");
+        }
+        let listed: std::collections::HashSet<_> = every().iter().map(Reject::code).collect();
+        assert_eq!(listed.len(), CODES.len());
+        sentences.sort_unstable();
+        sentences.dedup();
+        // Codes repeat (three refusals are caller_not_allowed, two invalid_body); sentences
+        // never do.
+        assert_eq!(sentences.len(), every().len());
     }
 
     /// Guards against a 429 without `Retry-After` or a 405 without `Allow` (RFC 9110 §15.5.6).

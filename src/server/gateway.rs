@@ -10,6 +10,7 @@ use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::proxy::{Pipeline, access_log, forward, limits};
 use crate::secret::{Token, TokenStore};
+use crate::token_watch::TokenWatch;
 use crate::upstream::Upstream;
 
 /// The running gateway: the pieces the steps, the admin listener and the token reload share.
@@ -19,6 +20,8 @@ pub struct Gateway {
     pub limits: Arc<RateLimits>,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
+    /// What is said about the token's expiry and KwikID's 401s.
+    pub token_watch: Arc<TokenWatch>,
     /// True while the proxy accepts traffic; `/readyz` answers 503 otherwise.
     pub ready: AtomicBool,
     pub(super) upstream: Arc<Upstream>,
@@ -38,6 +41,11 @@ impl Gateway {
         let limits = Arc::new(RateLimits::new(&config.rate_limit).map_err(|_| SetupError::Redis)?);
         metrics.limit_backend(limits.preferred_backend());
         let token = Arc::new(TokenStore::new(token));
+        let token_watch = Arc::new(TokenWatch::new(config.warn_before_expiry, metrics.clone()));
+        metrics.token_expiry(token.current().expires);
+        let callers = Arc::new(config.callers.clone());
+        let names: Vec<_> = callers.listed().iter().map(|c| c.name.clone()).collect();
+        metrics.listed_callers(&names, &access_log::outcomes());
         let upstream = Arc::new(Upstream::new(&config.upstream).map_err(SetupError::Tls)?);
         let access_log = Arc::new(access_log);
         let routes: Arc<[_]> = config.routes.clone().into();
@@ -49,8 +57,10 @@ impl Gateway {
                 token: token.clone(),
                 routes: routes.clone(),
                 caller_header: caller_header.clone(),
+                callers: callers.clone(),
             }),
             routes,
+            callers,
             max_body_bytes: config.listen.max_body_bytes,
             body_timeout: config.upstream.request_timeout,
             policy: Arc::new(config.policy.clone()),
@@ -61,6 +71,7 @@ impl Gateway {
                 limits: limits.clone(),
                 metrics: metrics.clone(),
                 caller_header,
+                token_watch: token_watch.clone(),
             },
         };
         Ok(Arc::new(Self {
@@ -69,6 +80,7 @@ impl Gateway {
             limits,
             metrics,
             access_log,
+            token_watch,
             ready: AtomicBool::new(false),
             upstream,
             pipeline,

@@ -38,6 +38,69 @@ use mock::Mock;
 pub const TOKEN: &str = "kwk_live_Zm9vYmFyLXNlY3JldC10b2tlbg-7f3a9c1e5b";
 pub const INIT: &str = "/verification/v2/digilocker/init";
 
+// ---------------------------------------------------------------------------------------------
+// JWTs made by the tests (SPEC §11): header.payload.signature, each base64url without padding.
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A JWT whose payload is `claims` (JSON), with an HS256 header and a signature of bytes
+/// unique to this call. Only KwikID checks the signature; the gateway never does.
+pub fn jwt(claims: &str) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let unique = format!(
+        "signature-{}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        unix_now()
+    );
+    format!(
+        "{}.{}.{}",
+        B64URL.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
+        B64URL.encode(claims),
+        B64URL.encode(unique)
+    )
+}
+
+/// A JWT that expires at `exp` (seconds since the Unix epoch), among claims of its own.
+pub fn jwt_expiring_at(exp: u64) -> String {
+    jwt(&format!(
+        r#"{{"iss":"kwikid","sub":"acct-test-1","iat":{},"exp":{exp}}}"#,
+        unix_now()
+    ))
+}
+
+/// `exp` as the gateway writes it: RFC 3339, UTC, whole seconds.
+pub fn rfc3339(exp: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(exp)).to_string()
+}
+
+/// The token's fingerprint, as the gateway names the token in logs, metrics and `check`.
+pub fn fingerprint_of(token: &str) -> String {
+    kwikid_gateway::secret::Token::new(token.into())
+        .unwrap()
+        .fingerprint()
+}
+
+/// Asserts that `text` (`what`: which output) holds neither `token` nor any of its
+/// `.`-separated segments: a JWT's payload and signature are as secret as the whole.
+pub fn assert_token_absent(text: &str, token: &str, what: &str) {
+    assert!(!text.contains(token), "the token in {what}:\n{text}");
+    for segment in token.split('.').filter(|s| !s.is_empty()) {
+        assert!(
+            !text.contains(segment),
+            "a segment of the token ({segment}) in {what}:\n{text}"
+        );
+    }
+}
+
 /// How long a test waits for any one answer or event before it fails instead of hanging: a
 /// hang guard, never a speed limit, so a busy 2-core machine is never a failure.
 pub const HANG_GUARD: Duration = Duration::from_secs(30);
