@@ -212,6 +212,15 @@ impl Connection {
     }
 }
 
+/// Every kind [`refused`] (and the first-bytes deadline) counts.
+pub(crate) const CONNECTION_ERROR_KINDS: [&str; 5] = [
+    "headers_too_large",
+    "header_timeout",
+    "bad_request",
+    "incomplete",
+    "io",
+];
+
 /// hyper answered by itself (a malformed head, one too large, one too slow) or the
 /// connection broke: counted, and logged at debug with the peer, never with the bytes.
 fn refused(gateway: &Gateway, addr: SocketAddr, error: &(dyn std::error::Error + 'static)) {
