@@ -467,32 +467,35 @@ pub async fn metrics_accepting(admin: SocketAddr, accept: &str) -> Answer {
     .await
 }
 
-/// `promtool` (Debian's `prometheus` package). Not installed, the test fails, unless
-/// `KWIKID_SKIP_PROMTOOL=1` is set: then it says on stderr that it checked nothing, and
-/// gets `None`.
+/// `promtool` (Debian's `prometheus` package), as [`tool`] finds it.
 pub fn promtool() -> Option<Command> {
-    let installed = Command::new("promtool")
+    tool("promtool", "prometheus", "KWIKID_SKIP_PROMTOOL")
+}
+
+/// `program`, which Debian's `package` installs. Not installed, the test fails, unless the
+/// environment variable `skip` is `1`: then it says on stderr that it checked nothing, and
+/// gets `None` (the `KWIKID_SKIP_REDIS` pattern of tests/shared_limits.rs).
+pub fn tool(program: &str, package: &str, skip: &str) -> Option<Command> {
+    let installed = Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if installed {
-        return Some(Command::new("promtool"));
+        return Some(Command::new(program));
     }
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("a promtool test")
-        .to_owned();
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
     assert!(
-        std::env::var("KWIKID_SKIP_PROMTOOL").as_deref() == Ok("1"),
-        "{test}: promtool is not installed. Install it (Debian/Ubuntu: apt-get install \
-         prometheus), or set KWIKID_SKIP_PROMTOOL=1 to skip the checks that need it"
+        std::env::var(skip).as_deref() == Ok("1"),
+        "{test}: {program} is not installed. Install it (Debian/Ubuntu: apt-get install \
+         {package}), or set {skip}=1 to skip the checks that need it"
     );
     // Straight to stderr, past the test harness's output capture: a skip is never silent.
     let _ = std::io::Write::write_all(
         &mut std::io::stderr(),
-        format!("SKIPPED {test}: promtool is not installed and KWIKID_SKIP_PROMTOOL=1; nothing was checked\n").as_bytes(),
+        format!("SKIPPED {test}: {program} is not installed and {skip}=1; nothing was checked\n")
+            .as_bytes(),
     );
     None
 }
