@@ -98,6 +98,7 @@ pub struct Metrics {
     upstream_errors: Family<KindLabel, Counter>,
     connection_errors: Family<KindLabel, Counter>,
     in_flight: Gauge,
+    ready: Gauge,
     token_reloads: Family<ResultLabel, Counter>,
     token_info: Family<FingerprintLabel, Gauge>,
     token_age: Gauge<f64, AtomicU64>,
@@ -131,6 +132,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             connection_errors: Family::default(),
             in_flight: Gauge::default(),
+            ready: Gauge::default(),
             token_reloads: Family::default(),
             token_info: Family::default(),
             token_age: Gauge::default(),
@@ -210,6 +212,11 @@ impl Metrics {
             "redis_duration_seconds",
             "Round trip of the shared rate-limit script",
             metrics.redis_duration.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 while /readyz answers 200 (a token is loaded and the proxy accepts traffic), 0 while starting or draining",
+            metrics.ready.clone(),
         );
         registry.register(
             "build",
@@ -300,6 +307,11 @@ impl Metrics {
                 fingerprint: fingerprint.to_owned(),
             })
             .set(1);
+    }
+
+    /// Whether the proxy accepts traffic (what `/readyz` answers).
+    pub fn ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// Counts a request in flight until the guard drops, even if the caller goes away.

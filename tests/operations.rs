@@ -230,6 +230,11 @@ async fn sigterm_drains_in_flight_requests() {
     })
     .await;
     assert_eq!(
+        metric(&metrics(gw.admin).await, "kwikid_gateway_ready"),
+        Some(0.0),
+        "the alert rules see the drain"
+    );
+    assert_eq!(
         idle.closed_within(HANG_GUARD).await,
         Ok(true),
         "the idle keep-alive connection is closed, with nothing sent"

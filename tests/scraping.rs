@@ -104,6 +104,7 @@ async fn known_series_start_at_zero_and_each_request_is_counted_where_looked_for
         env!("CARGO_PKG_VERSION")
     );
     assert_eq!(metric(&fresh, &build), Some(1.0), "{fresh}");
+    assert_eq!(metric(&fresh, "kwikid_gateway_ready"), Some(1.0), "{fresh}");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -2,7 +2,7 @@
 //! built once from a validated config.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
@@ -87,6 +87,14 @@ impl Gateway {
             upstream,
             pipeline,
         }))
+    }
+}
+
+impl Gateway {
+    /// Marks the proxy as accepting traffic or not: `/readyz` and `kwikid_gateway_ready`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+        self.metrics.ready(ready);
     }
 }
 

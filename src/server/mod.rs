@@ -58,7 +58,7 @@ pub async fn serve(
         .as_ref()
         .map(|t| TlsAcceptor::from(t.server.clone()));
     let pruner = tokio::spawn(prune_forever(gateway.clone()));
-    gateway.ready.store(true, Ordering::Release);
+    gateway.set_ready(true);
 
     tokio::pin!(shutdown);
     loop {
@@ -93,7 +93,7 @@ pub async fn serve(
         });
     }
 
-    gateway.ready.store(false, Ordering::Release);
+    gateway.set_ready(false);
     drop(listener);
     pruner.abort();
     let grace = gateway.config.listen.shutdown_grace;
