@@ -91,10 +91,29 @@ fn exported_names(exposition: &str) -> BTreeSet<String> {
     names
 }
 
-/// The live exposition of a gateway that has answered an init and refused a GET.
+/// A JWT-shaped token (unsigned) whose `exp` is 30 days away, so that the gateway exports
+/// the token's expiry.
+fn jwt_token() -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 30 * 86_400;
+    let header = b64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = b64.encode(format!(r#"{{"sub":"kwikid-gateway-test","exp":{exp}}}"#));
+    format!("{header}.{payload}.c2lnbmF0dXJlLW5vdC1jaGVja2Vk")
+}
+
+/// The live exposition of a gateway, holding a token with an expiry, that has answered an
+/// init and refused a GET.
 async fn live_exposition() -> String {
     let upstream = Upstream::start().await;
-    let gw = Gateway::start(&upstream.config(""));
+    let token = jwt_token();
+    let kwikid = upstream.another_accepting(&token).await;
+    let config = config_for(&base_url_for(kwikid.addr.port()), &upstream.ca_file, "");
+    let gw = Gateway::start_with_env(&config, &[("KWIKID_API_TOKEN", &token)]);
     assert_eq!(init(gw.addr, "{}").await.status, 200);
     let get = http::Request::get(INIT)
         .body(http_body_util::Full::new(bytes::Bytes::new()))
@@ -149,6 +168,9 @@ async fn the_dashboard_and_the_alert_rules_ask_only_for_exported_metrics() {
         "kwikid_gateway_rate_limited_total",
         "kwikid_gateway_in_flight",
         "kwikid_gateway_token_age_seconds",
+        "kwikid_gateway_token_expiry_timestamp_seconds",
+        "kwikid_gateway_upstream_auth_failures_total",
+        "kwikid_gateway_caller_requests_total",
     ] {
         assert!(used.contains(family), "the dashboard shows no {family}");
     }
