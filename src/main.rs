@@ -1,9 +1,10 @@
-//! `kwikid-gateway`: run the gateway, check a config, or try it with `demo`.
+//! `kwikid-gateway`: run the gateway, check a config, try it with `demo`, or print its shell
+//! completions and man page.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod cli;
 
@@ -40,6 +41,13 @@ enum Command {
     Check,
     /// Start a mock KwikID and the gateway on loopback, send one init, then serve until Ctrl-C.
     Demo,
+    /// Print a completion script for SHELL, e.g. `source <(kwikid-gateway completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `kwikid-gateway man | man -l -`.
+    Man,
 }
 
 /// jemalloc: an idle keep-alive connection's buffers cost only the pages written (glibc's
@@ -68,5 +76,7 @@ fn main() -> ExitCode {
         Some(Command::Demo) => cli::runtime().map_or(ExitCode::from(1), |rt| {
             rt.block_on(cli::demo::run(&refused))
         }),
+        Some(Command::Completions { shell }) => cli::docs::completions(shell, Cli::command()),
+        Some(Command::Man) => cli::docs::man(Cli::command()),
     }
 }

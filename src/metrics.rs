@@ -4,6 +4,18 @@
 //! scope, an upstream error kind, a reload result, a token fingerprint, a caller named in
 //! `[[callers]]` (or `other`). Never a caller id a caller chose, a path the caller chose, or
 //! anything secret.
+//!
+//! - [`format`]: OpenMetrics or the Prometheus text format, as the scraper's `Accept` asks.
+//! - [`known`]: every counter of a known label value exported at 0 from the start.
+//! - `process`: the process's own metrics (memory, CPU, fds, start time) under Prometheus'
+//!   standard `process_*` names.
+
+pub mod format;
+pub mod known;
+mod process;
+
+pub use format::Format;
+pub use known::Known;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -14,6 +26,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,6 +35,31 @@ struct RequestLabels {
     route: Arc<str>,
     status: u16,
     outcome: &'static str,
+}
+
+/// What became of a request, coarsely, so that the latency of KwikID's answers is not
+/// blurred by refusals (fast) or timeouts (slow): `forwarded`, `refused` (the gateway
+/// answered itself before sending), `upstream_error` (502/504) or `client_closed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    class: &'static str,
+}
+
+/// The request duration histogram's classes (see [`ClassLabel`]).
+pub const CLASSES: [&str; 4] = ["forwarded", "refused", "upstream_error", "client_closed"];
+
+fn class(outcome: &str) -> &'static str {
+    match outcome {
+        "forwarded" => "forwarded",
+        "client_closed" => "client_closed",
+        "upstream_unavailable" | "upstream_timeout" => "upstream_error",
+        _ => "refused",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,12 +104,13 @@ pub struct Metrics {
     /// The route label of requests that matched no route.
     no_route: Arc<str>,
     requests: Family<RequestLabels, Counter>,
-    request_duration: Histogram,
+    request_duration: Family<ClassLabel, Histogram, fn() -> Histogram>,
     upstream_duration: Histogram,
     rate_limited: Family<ScopeLabel, Counter>,
     upstream_errors: Family<KindLabel, Counter>,
     connection_errors: Family<KindLabel, Counter>,
     in_flight: Gauge,
+    ready: Gauge,
     token_reloads: Family<ResultLabel, Counter>,
     token_info: Family<FingerprintLabel, Gauge>,
     token_age: Gauge<f64, AtomicU64>,
@@ -97,16 +136,20 @@ fn latency_buckets() -> Histogram {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("kwikid_gateway");
+        // The process's metrics keep their standard names; the gateway's own are prefixed.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::Process));
+        let registry = root.sub_registry_with_prefix("kwikid_gateway");
         let metrics = Self {
             no_route: Arc::from("none"),
             requests: Family::default(),
-            request_duration: latency_buckets(),
+            request_duration: Family::new_with_constructor(latency_buckets as fn() -> Histogram),
             upstream_duration: latency_buckets(),
             rate_limited: Family::default(),
             upstream_errors: Family::default(),
             connection_errors: Family::default(),
             in_flight: Gauge::default(),
+            ready: Gauge::default(),
             token_reloads: Family::default(),
             token_info: Family::default(),
             token_age: Gauge::default(),
@@ -128,7 +171,7 @@ impl Metrics {
         );
         registry.register(
             "request_duration_seconds",
-            "Time from request head to response, gateway included",
+            "Time from request head to response, gateway included, by outcome class",
             metrics.request_duration.clone(),
         );
         registry.register(
@@ -206,8 +249,20 @@ impl Metrics {
             "KwikID's 401 answers: it rejected the token in use",
             metrics.upstream_auth_failures.clone(),
         );
+        registry.register(
+            "ready",
+            "1 while /readyz answers 200 (a token is loaded and the proxy accepts traffic), 0 while starting or draining",
+            metrics.ready.clone(),
+        );
+        registry.register(
+            "build",
+            "The running build's version (always 1)",
+            Info::new(VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
         Self {
-            registry,
+            registry: root,
             ..metrics
         }
     }
@@ -285,7 +340,11 @@ impl Metrics {
                 outcome,
             })
             .inc();
-        self.request_duration.observe(duration.as_secs_f64());
+        self.request_duration
+            .get_or_create(&ClassLabel {
+                class: class(outcome),
+            })
+            .observe(duration.as_secs_f64());
     }
 
     pub fn upstream(&self, duration: Duration) {
@@ -327,20 +386,22 @@ impl Metrics {
             .set(1);
     }
 
+    /// Whether the proxy accepts traffic (what `/readyz` answers).
+    pub fn ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
     /// Counts a request in flight until the guard drops, even if the caller goes away.
     pub fn in_flight(&self) -> InFlight<'_> {
         self.in_flight.inc();
         InFlight(&self.in_flight)
     }
 
-    /// The exposition text; `token_age` and `limiter_keys` are sampled now.
-    pub fn render(&self, token_age: Duration, limiter_keys: usize) -> String {
+    /// The exposition text in `format`; `token_age` and `limiter_keys` are sampled now.
+    pub fn render(&self, format: Format, token_age: Duration, limiter_keys: usize) -> String {
         self.token_age.set(token_age.as_secs_f64());
         self.limiter_keys.set(limiter_keys as i64);
-        let mut text = String::with_capacity(4096);
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        format.encode(&self.registry)
     }
 }
 
@@ -376,10 +437,11 @@ mod tests {
         m.token_reload(true);
         m.token_in_use("3f9a01c2");
         m.token_in_use("0badc0de");
-        let text = m.render(Duration::from_secs(5), 7);
+        let text = m.render(Format::OpenMetrics, Duration::from_secs(5), 7);
         for expected in [
             "kwikid_gateway_requests_total{route=\"/verification/v2/digilocker/init\",status=\"200\",outcome=\"forwarded\"} 1",
-            "kwikid_gateway_request_duration_seconds_bucket",
+            "kwikid_gateway_request_duration_seconds_count{class=\"forwarded\"} 1",
+            "process_resident_memory_bytes ",
             "kwikid_gateway_upstream_duration_seconds_count 0",
             "kwikid_gateway_rate_limited_total{scope=\"caller\"} 1",
             "kwikid_gateway_upstream_errors_total{kind=\"timeout\"} 1",
@@ -391,6 +453,11 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} missing:\n{text}");
         }
+        let build = format!(
+            "kwikid_gateway_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&build), "{build} missing:\n{text}");
         assert!(!text.contains("3f9a01c2"), "the old fingerprint is gone");
     }
 
@@ -430,12 +497,12 @@ mod tests {
         let m = Metrics::new();
         let guard = m.in_flight();
         assert!(
-            m.render(Duration::ZERO, 0)
+            m.render(Format::OpenMetrics, Duration::ZERO, 0)
                 .contains("kwikid_gateway_in_flight 1")
         );
         drop(guard);
         assert!(
-            m.render(Duration::ZERO, 0)
+            m.render(Format::OpenMetrics, Duration::ZERO, 0)
                 .contains("kwikid_gateway_in_flight 0")
         );
     }

@@ -33,6 +33,9 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Every scope's name, as [`Self::as_str`] gives it.
+    pub const NAMES: [&'static str; 3] = ["caller", "global", "upstream"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Caller => "caller",

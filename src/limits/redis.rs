@@ -70,6 +70,10 @@ pub enum RedisFailure {
 }
 
 impl RedisFailure {
+    /// The kinds counted in `redis_errors_total` (a back-off asks Redis nothing, so it is
+    /// never counted).
+    pub const COUNTED: [&'static str; 4] = ["timeout", "connection", "auth", "script"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Timeout => "timeout",

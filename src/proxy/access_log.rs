@@ -29,7 +29,7 @@ const CLIENT_CLOSED: (u16, &str) = (499, "client_closed");
 /// `client_closed`.
 pub fn outcomes() -> Vec<&'static str> {
     let mut all = vec!["forwarded", CLIENT_CLOSED.1];
-    all.extend(super::rescue::CODES);
+    all.extend(super::rescue::CODES.iter().map(|(code, _)| *code));
     all
 }
 

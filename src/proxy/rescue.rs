@@ -47,6 +47,28 @@ pub enum Reject {
     TooManyHeaders,
 }
 
+/// Every `x-gateway-error` code the gateway can send, with its status: the one list that
+/// `openapi.yaml`'s enum (tests/openapi.rs) and the metrics' zeroed series are held to.
+/// [`Reject::code`] and [`Reject::status`] give one of these pairs for every refusal (a
+/// unit test below holds them together).
+pub const CODES: &[(&str, u16)] = &[
+    ("caller_not_allowed", 403),
+    ("no_route", 404),
+    ("method_not_allowed", 405),
+    ("body_timeout", 408),
+    ("body_too_large", 413),
+    ("invalid_body", 400),
+    ("callback_not_allowed", 422),
+    ("rate_limited", 429),
+    ("headers_too_large", 431),
+    ("upstream_unavailable", 502),
+    ("upstream_timeout", 504),
+];
+
+/// The codes of [`CODES`] a request can get before a route matched (trust, then the head's
+/// size and the route itself): its metrics count it under `route="none"`.
+pub const BEFORE_ROUTE: &[&str] = &["caller_not_allowed", "headers_too_large", "no_route"];
+
 impl Reject {
     pub fn status(&self) -> u16 {
         match self {
@@ -205,21 +227,6 @@ where
     }
 }
 
-/// Every `x-gateway-error` code [`Reject::code`] gives, each once (for metrics that start at 0).
-pub const CODES: [&str; 11] = [
-    "caller_not_allowed",
-    "no_route",
-    "method_not_allowed",
-    "body_too_large",
-    "body_timeout",
-    "invalid_body",
-    "callback_not_allowed",
-    "rate_limited",
-    "upstream_unavailable",
-    "upstream_timeout",
-    "headers_too_large",
-];
-
 const BODY_PREFIX: &[u8] = b"{\"error\":\"";
 const BODY_SUFFIX: &[u8] = b"\"}";
 
@@ -250,6 +257,46 @@ mod tests {
             Reject::BodyUnreadable,
             Reject::TooManyHeaders,
         ]
+    }
+
+    /// Which variant `reject` is. A new variant fails to compile here until it is named, and
+    /// the test below fails until [`every`] has one of it.
+    fn variant(reject: &Reject) -> usize {
+        match reject {
+            Reject::CallerNotAllowed => 0,
+            Reject::NoRoute => 1,
+            Reject::MethodNotAllowed { .. } => 2,
+            Reject::BodyTooLarge => 3,
+            Reject::BodyTimeout => 4,
+            Reject::InvalidBody(_) => 5,
+            Reject::CallbackNotAllowed => 6,
+            Reject::RateLimited { .. } => 7,
+            Reject::UpstreamUnavailable => 8,
+            Reject::UpstreamTimeout => 9,
+            Reject::BodyUnreadable => 10,
+            Reject::TooManyHeaders => 11,
+        }
+    }
+
+    /// Guards against a code the gateway sends that [`CODES`] (and so `openapi.yaml`) does
+    /// not list, and against a listed code no refusal sends.
+    #[test]
+    fn codes_lists_exactly_what_the_refusals_send() {
+        let every = every();
+        let mut variants: Vec<usize> = every.iter().map(variant).collect();
+        variants.sort_unstable();
+        variants.dedup();
+        assert_eq!(
+            variants,
+            (0..12).collect::<Vec<_>>(),
+            "every() has each variant"
+        );
+        let mut sent: Vec<(&str, u16)> = every.iter().map(|r| (r.code(), r.status())).collect();
+        sent.sort_unstable();
+        sent.dedup();
+        let mut listed = CODES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(sent, listed);
     }
 
     /// Guards against an answer whose body is not the documented JSON, or whose header

@@ -2,16 +2,17 @@
 //! built once from a validated config.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
-use crate::limits::RateLimits;
-use crate::metrics::Metrics;
-use crate::proxy::{Pipeline, access_log, forward, limits};
+use crate::limits::redis::RedisFailure;
+use crate::limits::{RateLimits, Scope};
+use crate::metrics::{Known, Metrics};
+use crate::proxy::{Pipeline, access_log, forward, limits, rescue};
 use crate::secret::{Token, TokenStore};
 use crate::token_watch::TokenWatch;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamError};
 
 /// The running gateway: the pieces the steps, the admin listener and the token reload share.
 pub struct Gateway {
@@ -49,6 +50,19 @@ impl Gateway {
         let upstream = Arc::new(Upstream::new(&config.upstream).map_err(SetupError::Tls)?);
         let access_log = Arc::new(access_log);
         let routes: Arc<[_]> = config.routes.clone().into();
+        metrics.zero(&Known {
+            routes: &routes.iter().map(|r| r.path.clone()).collect::<Vec<_>>(),
+            codes: rescue::CODES,
+            before_route: rescue::BEFORE_ROUTE,
+            scopes: &Scope::NAMES,
+            upstream_error_kinds: &UpstreamError::KINDS,
+            connection_error_kinds: &super::CONNECTION_ERROR_KINDS,
+            redis_error_kinds: if config.rate_limit.redis.is_some() {
+                &RedisFailure::COUNTED
+            } else {
+                &[]
+            },
+        });
         let caller_header = config.rate_limit.caller_header.clone();
         let pipeline = Pipeline {
             recorder: Arc::new(access_log::Recorder {
@@ -85,6 +99,14 @@ impl Gateway {
             upstream,
             pipeline,
         }))
+    }
+}
+
+impl Gateway {
+    /// Marks the proxy as accepting traffic or not: `/readyz` and `kwikid_gateway_ready`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+        self.metrics.ready(ready);
     }
 }
 

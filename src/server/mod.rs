@@ -58,7 +58,7 @@ pub async fn serve(
         .as_ref()
         .map(|t| TlsAcceptor::from(t.server.clone()));
     let pruner = tokio::spawn(prune_forever(gateway.clone()));
-    gateway.ready.store(true, Ordering::Release);
+    gateway.set_ready(true);
 
     tokio::pin!(shutdown);
     loop {
@@ -93,7 +93,7 @@ pub async fn serve(
         });
     }
 
-    gateway.ready.store(false, Ordering::Release);
+    gateway.set_ready(false);
     drop(listener);
     pruner.abort();
     let grace = gateway.config.listen.shutdown_grace;
@@ -211,6 +211,15 @@ impl Connection {
         }
     }
 }
+
+/// Every kind [`refused`] (and the first-bytes deadline) counts.
+pub(crate) const CONNECTION_ERROR_KINDS: [&str; 5] = [
+    "headers_too_large",
+    "header_timeout",
+    "bad_request",
+    "incomplete",
+    "io",
+];
 
 /// hyper answered by itself (a malformed head, one too large, one too slow) or the
 /// connection broke: counted, and logged at debug with the peer, never with the bytes.

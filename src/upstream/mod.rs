@@ -40,8 +40,21 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// `dns`, `connect`, `connect_timeout`, `tls`, `closed`, `reset`, `garbage`, `body`,
-    /// `too_large` or `timeout`.
+    /// Every value [`Self::kind`] can take.
+    pub const KINDS: [&'static str; 10] = [
+        "dns",
+        "connect",
+        "connect_timeout",
+        "tls",
+        "closed",
+        "reset",
+        "garbage",
+        "body",
+        "too_large",
+        "timeout",
+    ];
+
+    /// One of [`Self::KINDS`].
     pub fn kind(self) -> &'static str {
         match self {
             Self::Connect { kind } | Self::Broken { kind } => kind,

@@ -516,6 +516,76 @@ pub async fn metrics(admin: SocketAddr) -> String {
     answer.text()
 }
 
+/// `GET /metrics` on the admin listener with `Accept: accept`: the exposition as that
+/// scraper gets it.
+pub async fn metrics_accepting(admin: SocketAddr, accept: &str) -> Answer {
+    send(
+        admin,
+        Request::get("/metrics")
+            .header("host", "admin")
+            .header("accept", accept)
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+}
+
+/// `promtool` (Debian's `prometheus` package), as [`tool`] finds it.
+pub fn promtool() -> Option<Command> {
+    tool("promtool", "prometheus", "KWIKID_SKIP_PROMTOOL")
+}
+
+/// `program`, which Debian's `package` installs. Not installed, the test fails, unless the
+/// environment variable `skip` is `1`: then it says on stderr that it checked nothing, and
+/// gets `None` (the `KWIKID_SKIP_REDIS` pattern of tests/shared_limits.rs).
+pub fn tool(program: &str, package: &str, skip: &str) -> Option<Command> {
+    let installed = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if installed {
+        return Some(Command::new(program));
+    }
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    assert!(
+        std::env::var(skip).as_deref() == Ok("1"),
+        "{test}: {program} is not installed. Install it (Debian/Ubuntu: apt-get install \
+         {package}), or set {skip}=1 to skip the checks that need it"
+    );
+    // Straight to stderr, past the test harness's output capture: a skip is never silent.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("SKIPPED {test}: {program} is not installed and {skip}=1; nothing was checked\n")
+            .as_bytes(),
+    );
+    None
+}
+
+/// Runs `cmd` with `input` on its stdin: its exit code and what it wrote to stdout and
+/// stderr together.
+pub fn run_with_stdin(mut cmd: Command, input: &[u8]) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
 /// The value of the sample `series` (a metric name with its labels, if any, exactly as
 /// exposed) in `metrics`, `None` when it is absent. A value that is not a number fails.
 pub fn metric(metrics: &str, series: &str) -> Option<f64> {
