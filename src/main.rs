@@ -37,7 +37,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate the config and the token source, print the effective config (token redacted).
-    Check,
+    Check {
+        /// Also connect to KwikID (DNS, TCP, the egress proxy, TLS) without sending a request;
+        /// exit 2 with the cause when that fails.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Start a mock KwikID and the gateway on loopback, send one init, then serve until Ctrl-C.
     Demo,
 }
@@ -61,7 +66,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         None => cli::run::run(&cli.config),
-        Some(Command::Check) => cli::check::check(&cli.config),
+        Some(Command::Check { connect }) => cli::check::check(&cli.config, connect),
         Some(Command::Demo) => {
             cli::runtime().map_or(ExitCode::from(1), |rt| rt.block_on(cli::demo::run()))
         }

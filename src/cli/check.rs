@@ -1,10 +1,11 @@
 //! `kwikid-gateway check`: validate the config and the token source, print the effective
 //! config with the token shown as `[REDACTED]`; exit 0, or 2 with one line naming the key.
+//! `check --connect` also reaches KwikID as a request would, and sends nothing.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use kwikid_gateway::config::{Config, RawConfig, redact_url};
+use kwikid_gateway::config::{Config, Egress, RawConfig, redact_url};
 use kwikid_gateway::limits::RateLimits;
 use kwikid_gateway::secret::Token;
 
@@ -24,7 +25,7 @@ pub(crate) fn load(path: &Path) -> Result<(RawConfig, Config, Token), ExitCode> 
     Ok((raw, config, token))
 }
 
-pub(crate) fn check(path: &Path) -> ExitCode {
+pub(crate) fn check(path: &Path, connect: bool) -> ExitCode {
     let (mut raw, config, token) = match load(path) {
         Ok(loaded) => loaded,
         Err(code) => return code,
@@ -37,6 +38,11 @@ pub(crate) fn check(path: &Path) -> ExitCode {
             path.display()
         ));
     }
+    let reached = match connect.then(|| reach_kwikid(&config)) {
+        Some(Err(reason)) => return bad_config(format!("{}: upstream: {reason}", path.display())),
+        Some(Ok(reached)) => Some(reached),
+        None => None,
+    };
     raw.rate_limit.redis_url = raw.rate_limit.redis_url.as_deref().map(redact_url);
     let effective = match toml::to_string(&raw) {
         Ok(text) => text,
@@ -49,8 +55,26 @@ pub(crate) fn check(path: &Path) -> ExitCode {
     };
     println!("# {}: OK", path.display());
     println!("# token: {token} (token_id {})", token.fingerprint());
+    match &config.upstream.egress {
+        Egress::Direct => println!("# proxy: none"),
+        Egress::Bypassed { variable } => {
+            println!("# proxy: none ({variable} names KwikID's host)");
+        }
+        Egress::Proxy(proxy) => println!("# proxy: {proxy}"),
+    }
+    if let Some(reached) = reached {
+        println!("# upstream: {reached}");
+    }
     print!("{effective}");
     ExitCode::SUCCESS
+}
+
+/// `check --connect`: the TLS handshake with KwikID through the gateway's own connector.
+fn reach_kwikid(config: &Config) -> Result<String, String> {
+    let runtime = super::runtime().ok_or("no runtime")?;
+    let upstream = kwikid_gateway::upstream::Upstream::new(&config.upstream)
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    runtime.block_on(upstream.probe())
 }
 
 /// `check` with `backend = "redis"`: one PING through the same client the gateway uses.
