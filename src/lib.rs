@@ -21,7 +21,8 @@
 //!   callers, the init body, callback hosts, which headers cross
 //! - [`limits`]      per-caller (named callers' own) and global governor buckets, KwikID's
 //!   429 hold, Redis GCRA
-//! - [`upstream`]    hyper's HTTP/1.1 and HTTP/2 client connections to KwikID under our pool
+//! - [`upstream`]    hyper's HTTP/1.1 and HTTP/2 client connections to KwikID under our pool,
+//!   direct or through an HTTP CONNECT egress proxy; each failure's cause said in words
 //! - [`access_log`]  one JSON line per request; the scrubbing lives here
 //! - [`logging`]     operational logs on stderr
 //! - [`metrics`]     Prometheus metrics with bounded labels

@@ -38,7 +38,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate the config and the token source, print the effective config (token redacted).
-    Check,
+    Check {
+        /// Also connect to KwikID (DNS, TCP, the egress proxy, TLS) without sending a request;
+        /// exit 2 with the cause when that fails.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Start a mock KwikID and the gateway on loopback, send one init, then serve until Ctrl-C.
     Demo,
     /// Print a completion script for SHELL, e.g. `source <(kwikid-gateway completions bash)`.
@@ -72,7 +77,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         None => cli::run::run(&cli.config, &refused),
-        Some(Command::Check) => cli::check::check(&cli.config, &refused),
+        Some(Command::Check { connect }) => cli::check::check(&cli.config, connect, &refused),
         Some(Command::Demo) => cli::runtime().map_or(ExitCode::from(1), |rt| {
             rt.block_on(cli::demo::run(&refused))
         }),

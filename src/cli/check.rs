@@ -1,12 +1,13 @@
 //! `kwikid-gateway check`: validate the config and the token source, print the token's
-//! fingerprint and expiry (SPEC §11), the named callers (SPEC §10) and the effective config
-//! with the token shown as `[REDACTED]`; exit 0, or 2 with one line naming the key.
+//! fingerprint and expiry (SPEC §11), the named callers (SPEC §10), the egress proxy in use and
+//! the effective config with the token shown as `[REDACTED]`; exit 0, or 2 with one line naming
+//! the key. `check --connect` also reaches KwikID as a request would, and sends nothing.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use kwikid_gateway::config::{Config, RawConfig, TokenSource, redact_url};
+use kwikid_gateway::config::{Config, Egress, RawConfig, TokenSource, redact_url};
 use kwikid_gateway::hardening::Refused;
 use kwikid_gateway::limits::RateLimits;
 use kwikid_gateway::rules::callers::UnknownCallers;
@@ -31,7 +32,7 @@ pub(crate) fn load(path: &Path) -> Result<(RawConfig, Config, Token), ExitCode> 
 
 /// `refused`: the hardening steps the kernel refused, one warning line each on stderr (`check`
 /// installs no logger).
-pub(crate) fn check(path: &Path, refused: &[Refused]) -> ExitCode {
+pub(crate) fn check(path: &Path, connect: bool, refused: &[Refused]) -> ExitCode {
     for r in refused {
         eprintln!("kwikid-gateway: warning: {r}");
     }
@@ -47,6 +48,11 @@ pub(crate) fn check(path: &Path, refused: &[Refused]) -> ExitCode {
             path.display()
         ));
     }
+    let reached = match connect.then(|| reach_kwikid(&config)) {
+        Some(Err(reason)) => return bad_config(format!("{}: upstream: {reason}", path.display())),
+        Some(Ok(reached)) => Some(reached),
+        None => None,
+    };
     raw.rate_limit.redis_url = raw.rate_limit.redis_url.as_deref().map(redact_url);
     let effective = match toml::to_string(&raw) {
         Ok(text) => text,
@@ -70,6 +76,16 @@ pub(crate) fn check(path: &Path, refused: &[Refused]) -> ExitCode {
     };
     println!("# token source: {source}, value {token}");
     print_callers(&raw, &config);
+    match &config.upstream.egress {
+        Egress::Direct => println!("# proxy: none"),
+        Egress::Bypassed { variable } => {
+            println!("# proxy: none ({variable} names KwikID's host)");
+        }
+        Egress::Proxy(proxy) => println!("# proxy: {proxy}"),
+    }
+    if let Some(reached) = reached {
+        println!("# upstream: {reached}");
+    }
     print!("{effective}");
     ExitCode::SUCCESS
 }
@@ -106,6 +122,14 @@ fn print_callers(raw: &RawConfig, config: &Config) {
             caller.name, rate.per_second, rate.burst
         );
     }
+}
+
+/// `check --connect`: the TLS handshake with KwikID through the gateway's own connector.
+fn reach_kwikid(config: &Config) -> Result<String, String> {
+    let runtime = super::runtime().ok_or("no runtime")?;
+    let upstream = kwikid_gateway::upstream::Upstream::new(&config.upstream)
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    runtime.block_on(upstream.probe())
 }
 
 /// `check` with `backend = "redis"`: one PING through the same client the gateway uses.

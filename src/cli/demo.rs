@@ -78,6 +78,8 @@ async fn demo(refused: &[Refused]) -> Result<(), String> {
     raw.log.level = "warn".into();
     let mut config: Config = raw.validate(Path::new("demo")).map_err(|e| e.to_string())?;
     config.upstream.extra_roots.push(ca);
+    // The demo's KwikID is on loopback: an egress proxy from the environment cannot reach it.
+    config.upstream.egress = kwikid_gateway::config::Egress::Direct;
     logging::init(&config.log);
     hardening::warn(refused);
 

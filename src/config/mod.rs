@@ -9,6 +9,7 @@
 //! - [`error`]: the one-line [`ConfigError`].
 
 mod callers;
+mod egress;
 mod error;
 mod limits;
 pub mod raw;
@@ -27,6 +28,7 @@ use rustls_pki_types::CertificateDer;
 use crate::rules::callers::Callers;
 use crate::rules::policy::CallbackPolicy;
 use crate::rules::route::Route;
+pub use egress::{Egress, EgressProxy};
 pub use error::{ConfigError, one_line};
 pub use raw::*;
 pub use tls::read_certificates;
@@ -98,6 +100,8 @@ pub struct Upstream {
     /// Offer `h2` in ALPN and multiplex requests on one connection when KwikID picks it
     /// (`upstream.http2 = "auto"`); `false` (`"never"`) offers only `http/1.1`.
     pub http2: bool,
+    /// Directly, or through an HTTP CONNECT proxy (`upstream.proxy`, else the environment).
+    pub egress: Egress,
 }
 
 /// Where the token comes from. The config never holds the token itself.

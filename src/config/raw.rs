@@ -91,6 +91,12 @@ pub struct RawUpstream {
     pub ca_file: Option<PathBuf>,
     pub pool_max_idle_per_host: usize,
     pub http2: String,
+    /// `http://host:port`: an HTTP CONNECT egress proxy. Unset: `HTTPS_PROXY` / `NO_PROXY`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// A file holding `user:password` for the proxy, relative to the config file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_auth_file: Option<PathBuf>,
 }
 
 impl Default for RawUpstream {
@@ -102,6 +108,8 @@ impl Default for RawUpstream {
             ca_file: None,
             pool_max_idle_per_host: 64,
             http2: "auto".to_owned(),
+            proxy: None,
+            proxy_auth_file: None,
         }
     }
 }

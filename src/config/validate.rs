@@ -176,6 +176,7 @@ impl RawUpstream {
                 "must be longer than 0s",
             ));
         }
+        let egress = self.egress(path, here, &authority, &|name| std::env::var(name).ok())?;
         let extra_roots = match &self.ca_file {
             None => Vec::new(),
             Some(file) => read_certificates(&here.join(file))
@@ -200,6 +201,7 @@ impl RawUpstream {
                     ));
                 }
             },
+            egress,
         })
     }
 }

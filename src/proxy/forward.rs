@@ -92,10 +92,11 @@ impl Forward {
         }
         let answer = answer.map_err(|e| {
             self.metrics.upstream_error(e.kind());
-            tracing::warn!(
+            // The cause is in the upstream's own warning, at most once a minute per cause.
+            tracing::debug!(
                 request_id = logged_id,
                 kind = e.kind(),
-                "upstream request failed"
+                "no answer from KwikID"
             );
             match e {
                 UpstreamError::Timeout => Reject::UpstreamTimeout,

@@ -10,7 +10,8 @@
 //! - wait until something holds: [`eventually`], [`Lines::wait_until`] and the waits on it;
 //! - write a config: [`config_for`], [`upstream_table_for`], [`Upstream::config`];
 //! - run a process: [`Gateway::start`], [`Gateway::start_command`], [`spawn_followed`],
-//!   [`signal`], [`exit_code_within`], [`run_to_exit`], [`assert_exit`].
+//!   [`signal`], [`exit_code_within`], [`run_to_exit`], [`assert_exit`], [`check_connect`];
+//! - put an HTTP CONNECT egress proxy between the gateway and KwikID: [`egress::ConnectProxy`].
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -31,6 +32,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The mock KwikID, compiled into each test binary (it is no part of the gateway's library).
 #[path = "../../src/mock/mod.rs"]
 pub mod mock;
+
+pub mod egress;
 
 use mock::Mock;
 
@@ -341,12 +344,25 @@ pub struct Gateway {
     pub scratch: Scratch,
 }
 
-/// The gateway binary, hermetic: neither `KWIKID_API_TOKEN` nor `KWIKID_GATEWAY_CONFIG` comes
-/// from the environment the tests run in.
+/// The environment variables that name an egress proxy for KwikID (SPEC §3).
+pub const PROXY_VARIABLES: [&str; 6] = [
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
+/// The gateway binary, hermetic: neither `KWIKID_API_TOKEN`, `KWIKID_GATEWAY_CONFIG` nor a
+/// proxy variable comes from the environment the tests run in.
 pub fn gateway_bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kwikid-gateway"));
     cmd.env_remove("KWIKID_API_TOKEN")
         .env_remove("KWIKID_GATEWAY_CONFIG");
+    for variable in PROXY_VARIABLES {
+        cmd.env_remove(variable);
+    }
     cmd
 }
 
@@ -364,6 +380,19 @@ pub fn check_config(path: &Path) -> std::process::Output {
         .arg("--config")
         .arg(path)
         .output()
+        .unwrap()
+}
+
+/// `kwikid-gateway check --connect --config PATH` with the test token and `env` added, run
+/// off the runtime's threads (the mock it reaches runs on them): its output.
+pub async fn check_connect(path: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = gateway_with_token();
+    cmd.args(["check", "--connect", "--config"]).arg(path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
         .unwrap()
 }
 
@@ -469,6 +498,32 @@ impl Gateway {
             .wait_for(what, HANG_GUARD, |l| l.contains(needle));
         serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("access log line is not JSON ({e}): {line}"))
+    }
+
+    /// The gateway's warnings that an exchange with KwikID failed (`upstream request
+    /// failed`, JSON log format), parsed, in order.
+    pub fn upstream_warnings(&self) -> Vec<serde_json::Value> {
+        self.stderr
+            .all()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["level"] == "WARN" && l["message"] == "upstream request failed")
+            .collect()
+    }
+
+    /// Waits (up to [`HANG_GUARD`]) for an `upstream request failed` warning of `kind` and
+    /// returns it parsed.
+    pub fn upstream_warning(&self, kind: &str) -> serde_json::Value {
+        let needle = format!("\"kind\":\"{kind}\"");
+        self.stderr.wait_for(
+            &format!("an upstream warning of kind {kind}"),
+            HANG_GUARD,
+            |l| l.contains("upstream request failed") && l.contains(&needle),
+        );
+        self.upstream_warnings()
+            .into_iter()
+            .find(|w| w["kind"] == kind)
+            .unwrap()
     }
 
     /// Sends a signal (`TERM`, `HUP`, …) to the gateway process.
