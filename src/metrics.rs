@@ -476,7 +476,7 @@ mod tests {
         m.upstream_auth_failure();
         let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(1_801_094_400);
         m.token_expiry(Some(expires));
-        let text = m.render(Duration::ZERO, 0);
+        let text = m.render(Format::OpenMetrics, Duration::ZERO, 0);
         for expected in [
             "kwikid_gateway_caller_requests_total{caller=\"orders-svc\",outcome=\"forwarded\"} 1",
             "kwikid_gateway_caller_requests_total{caller=\"orders-svc\",outcome=\"rate_limited\"} 0",
@@ -488,7 +488,7 @@ mod tests {
             assert!(text.contains(expected), "{expected} missing:\n{text}");
         }
         m.token_expiry(None);
-        let text = m.render(Duration::ZERO, 0);
+        let text = m.render(Format::OpenMetrics, Duration::ZERO, 0);
         assert!(!text.contains("token_expiry"), "{text}");
     }
 
