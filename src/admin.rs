@@ -1,4 +1,5 @@
-//! The admin listener, never on the proxy port: `/healthz`, `/readyz`, `/metrics`.
+//! The admin listener, never on the proxy port: `/healthz`, `/readyz`, `/metrics` (in the
+//! format the scraper's `Accept` asks for: [`Format`]).
 //! It stays up through the drain so probes see `/readyz` turn 503.
 
 use std::convert::Infallible;
@@ -14,8 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::Gateway;
-
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use crate::metrics::Format;
 
 /// Serves the admin endpoints until the task is dropped.
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>) {
@@ -49,15 +49,23 @@ fn answer(gateway: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "not ready: starting or draining\n",
         ),
         "/metrics" => {
+            let format =
+                Format::from_accept(req.headers().get(header::ACCEPT).map(|v| v.as_bytes()));
             let token = gateway.token.current();
-            let body = gateway
-                .metrics
-                .render(token.loaded_at.elapsed(), gateway.limits.caller_keys());
+            let body = gateway.metrics.render(
+                format,
+                token.loaded_at.elapsed(),
+                gateway.limits.caller_keys(),
+            );
             let mut response = text(StatusCode::OK, "");
             *response.body_mut() = Full::new(Bytes::from(body));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            );
             response
                 .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+                .insert(header::VARY, HeaderValue::from_static("accept"));
             response
         }
         _ => text(

@@ -155,6 +155,7 @@ fn parse(
 /// Install before serving: SIGHUP's default action would end the process.
 pub fn spawn(gateway: Arc<Gateway>) -> Option<tokio::task::JoinHandle<()>> {
     let cert = gateway.config.listen.tls.as_ref()?.certificate.clone();
+    gateway.metrics.tls_reloads_known();
     let hangup = signal(SignalKind::hangup());
     // What the files hold now, read before this returns (see `reload::spawn`).
     let mut seen = read(&cert.cert_file, &cert.key_file).0;

@@ -1,9 +1,10 @@
-//! `kwikid-gateway`: run the gateway, check a config, or try it with `demo`.
+//! `kwikid-gateway`: run the gateway, check a config, try it with `demo`, or print its shell
+//! completions and man page.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod cli;
 
@@ -38,9 +39,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate the config and the token source, print the effective config (token redacted).
-    Check,
+    Check {
+        /// Also connect to KwikID (DNS, TCP, the egress proxy, TLS) without sending a request;
+        /// exit 2 with the cause when that fails.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Start a mock KwikID and the gateway on loopback, send one init, then serve until Ctrl-C.
     Demo,
+    /// Print a completion script for SHELL, e.g. `source <(kwikid-gateway completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `kwikid-gateway man | man -l -`.
+    Man,
 }
 
 /// jemalloc: an idle keep-alive connection's buffers cost only the pages written (glibc's
@@ -51,6 +64,9 @@ enum Command {
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // First, before any subcommand reads the token: no core files, not dumpable. What the
+    // kernel refuses is reported by the subcommand once its logging is up.
+    let refused = kwikid_gateway::hardening::harden();
     // One crypto provider for every rustls user, the redis client included.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse() {
@@ -61,10 +77,12 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        None => cli::run::run(&cli.config),
-        Some(Command::Check) => cli::check::check(&cli.config),
-        Some(Command::Demo) => {
-            cli::runtime().map_or(ExitCode::from(1), |rt| rt.block_on(cli::demo::run()))
-        }
+        None => cli::run::run(&cli.config, &refused),
+        Some(Command::Check { connect }) => cli::check::check(&cli.config, connect, &refused),
+        Some(Command::Demo) => cli::runtime().map_or(ExitCode::from(1), |rt| {
+            rt.block_on(cli::demo::run(&refused))
+        }),
+        Some(Command::Completions { shell }) => cli::docs::completions(shell, Cli::command()),
+        Some(Command::Man) => cli::docs::man(Cli::command()),
     }
 }

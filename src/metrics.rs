@@ -1,18 +1,32 @@
 //! Prometheus metrics (prometheus-client: one registry per gateway, typed label sets).
 //!
 //! Every label is bounded: a configured route, a status code, an outcome code, a limiter
-//! scope, an upstream error kind, a reload result, a token fingerprint. Never a caller id, a
-//! path the caller chose, or anything secret.
+//! scope, an upstream error kind, a reload result, a token fingerprint, a caller named in
+//! `[[callers]]` (or `other`). Never a caller id a caller chose, a path the caller chose, or
+//! anything secret.
+//!
+//! - [`format`]: OpenMetrics or the Prometheus text format, as the scraper's `Accept` asks.
+//! - [`known`]: every counter of a known label value exported at 0 from the start.
+//! - `process`: the process's own metrics (memory, CPU, fds, start time) under Prometheus'
+//!   standard `process_*` names.
+
+pub mod format;
+pub mod known;
+mod process;
+
+pub use format::Format;
+pub use known::Known;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -21,6 +35,31 @@ struct RequestLabels {
     route: Arc<str>,
     status: u16,
     outcome: &'static str,
+}
+
+/// What became of a request, coarsely, so that the latency of KwikID's answers is not
+/// blurred by refusals (fast) or timeouts (slow): `forwarded`, `refused` (the gateway
+/// answered itself before sending), `upstream_error` (502/504) or `client_closed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    class: &'static str,
+}
+
+/// The request duration histogram's classes (see [`ClassLabel`]).
+pub const CLASSES: [&str; 4] = ["forwarded", "refused", "upstream_error", "client_closed"];
+
+fn class(outcome: &str) -> &'static str {
+    match outcome {
+        "forwarded" => "forwarded",
+        "client_closed" => "client_closed",
+        "upstream_unavailable" | "upstream_timeout" => "upstream_error",
+        _ => "refused",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,18 +87,30 @@ struct FingerprintLabel {
     fingerprint: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallerLabels {
+    /// A name from `[[callers]]`, or `other` for every caller that is not listed (SPEC §10).
+    caller: Arc<str>,
+    outcome: &'static str,
+}
+
+/// The label set of a metric without labels that may be absent: it encodes no label list, and
+/// a family without members is left out of the exposition.
+type Unlabelled = [(&'static str, &'static str); 0];
+
 /// The gateway's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,
     /// The route label of requests that matched no route.
     no_route: Arc<str>,
     requests: Family<RequestLabels, Counter>,
-    request_duration: Histogram,
+    request_duration: Family<ClassLabel, Histogram, fn() -> Histogram>,
     upstream_duration: Histogram,
     rate_limited: Family<ScopeLabel, Counter>,
     upstream_errors: Family<KindLabel, Counter>,
     connection_errors: Family<KindLabel, Counter>,
     in_flight: Gauge,
+    ready: Gauge,
     token_reloads: Family<ResultLabel, Counter>,
     token_info: Family<FingerprintLabel, Gauge>,
     token_age: Gauge<f64, AtomicU64>,
@@ -67,6 +118,11 @@ pub struct Metrics {
     limit_backend: Family<BackendLabel, Gauge>,
     redis_errors: Family<KindLabel, Counter>,
     redis_duration: Histogram,
+    /// The `caller` label of every caller that is not listed.
+    other_caller: Arc<str>,
+    caller_requests: Family<CallerLabels, Counter>,
+    token_expiry: Family<Unlabelled, Gauge>,
+    upstream_auth_failures: Counter,
     tls_reloads: Family<ResultLabel, Counter>,
 }
 
@@ -81,16 +137,20 @@ fn latency_buckets() -> Histogram {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("kwikid_gateway");
+        // The process's metrics keep their standard names; the gateway's own are prefixed.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::Process));
+        let registry = root.sub_registry_with_prefix("kwikid_gateway");
         let metrics = Self {
             no_route: Arc::from("none"),
             requests: Family::default(),
-            request_duration: latency_buckets(),
+            request_duration: Family::new_with_constructor(latency_buckets as fn() -> Histogram),
             upstream_duration: latency_buckets(),
             rate_limited: Family::default(),
             upstream_errors: Family::default(),
             connection_errors: Family::default(),
             in_flight: Gauge::default(),
+            ready: Gauge::default(),
             token_reloads: Family::default(),
             token_info: Family::default(),
             token_age: Gauge::default(),
@@ -98,6 +158,10 @@ impl Metrics {
             limit_backend: Family::default(),
             redis_errors: Family::default(),
             redis_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
+            other_caller: Arc::from(crate::rules::callers::OTHER),
+            caller_requests: Family::default(),
+            token_expiry: Family::default(),
+            upstream_auth_failures: Counter::default(),
             tls_reloads: Family::default(),
             registry: Registry::default(),
         };
@@ -109,7 +173,7 @@ impl Metrics {
         );
         registry.register(
             "request_duration_seconds",
-            "Time from request head to response, gateway included",
+            "Time from request head to response, gateway included, by outcome class",
             metrics.request_duration.clone(),
         );
         registry.register(
@@ -173,14 +237,82 @@ impl Metrics {
             metrics.redis_duration.clone(),
         );
         registry.register(
+            "caller_requests",
+            "Requests by caller named in [[callers]] (other: every caller not listed) and outcome",
+            metrics.caller_requests.clone(),
+        );
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When the token in use expires (its JWT exp claim), in seconds since the Unix epoch; absent without a readable exp",
+            metrics.token_expiry.clone(),
+        );
+        registry.register(
+            "upstream_auth_failures",
+            "KwikID's 401 answers: it rejected the token in use",
+            metrics.upstream_auth_failures.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 while /readyz answers 200 (a token is loaded and the proxy accepts traffic), 0 while starting or draining",
+            metrics.ready.clone(),
+        );
+        registry.register(
+            "build",
+            "The running build's version (always 1)",
+            Info::new(VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        registry.register(
             "tls_reloads",
             "Reloads of the TLS listener's certificate and key by result",
             metrics.tls_reloads.clone(),
         );
         Self {
-            registry,
+            registry: root,
             ..metrics
         }
+    }
+
+    /// Exports 0 for each listed caller, and `other`, with each of `outcomes`, so every
+    /// caller shows from the start.
+    pub fn listed_callers(&self, names: &[Arc<str>], outcomes: &[&'static str]) {
+        for caller in names.iter().chain([&self.other_caller]) {
+            for &outcome in outcomes {
+                drop(self.caller_requests.get_or_create(&CallerLabels {
+                    caller: caller.clone(),
+                    outcome,
+                }));
+            }
+        }
+    }
+
+    /// One answered request of a listed caller (`None`: one that is not listed).
+    pub fn caller_request(&self, caller: Option<&Arc<str>>, outcome: &'static str) {
+        self.caller_requests
+            .get_or_create(&CallerLabels {
+                caller: caller.unwrap_or(&self.other_caller).clone(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// When the token in use expires; `None` removes the gauge.
+    pub fn token_expiry(&self, expires: Option<SystemTime>) {
+        self.token_expiry.clear();
+        if let Some(at) = expires {
+            let secs = at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.token_expiry
+                .get_or_create(&[])
+                .set(i64::try_from(secs).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// KwikID answered 401.
+    pub fn upstream_auth_failure(&self) {
+        self.upstream_auth_failures.inc();
     }
 
     /// Marks `backend` (one of [`BACKENDS`]) as the one deciding now.
@@ -215,7 +347,11 @@ impl Metrics {
                 outcome,
             })
             .inc();
-        self.request_duration.observe(duration.as_secs_f64());
+        self.request_duration
+            .get_or_create(&ClassLabel {
+                class: class(outcome),
+            })
+            .observe(duration.as_secs_f64());
     }
 
     pub fn upstream(&self, duration: Duration) {
@@ -256,6 +392,13 @@ impl Metrics {
             .inc();
     }
 
+    /// Exports both results of [`Self::tls_reload`] at 0: the TLS listener is on.
+    pub fn tls_reloads_known(&self) {
+        for result in ["ok", "error"] {
+            let _ = self.tls_reloads.get_or_create(&ResultLabel { result });
+        }
+    }
+
     /// Marks `fingerprint` as the token in use.
     pub fn token_in_use(&self, fingerprint: &str) {
         self.token_info.clear();
@@ -266,20 +409,22 @@ impl Metrics {
             .set(1);
     }
 
+    /// Whether the proxy accepts traffic (what `/readyz` answers).
+    pub fn ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
     /// Counts a request in flight until the guard drops, even if the caller goes away.
     pub fn in_flight(&self) -> InFlight<'_> {
         self.in_flight.inc();
         InFlight(&self.in_flight)
     }
 
-    /// The exposition text; `token_age` and `limiter_keys` are sampled now.
-    pub fn render(&self, token_age: Duration, limiter_keys: usize) -> String {
+    /// The exposition text in `format`; `token_age` and `limiter_keys` are sampled now.
+    pub fn render(&self, format: Format, token_age: Duration, limiter_keys: usize) -> String {
         self.token_age.set(token_age.as_secs_f64());
         self.limiter_keys.set(limiter_keys as i64);
-        let mut text = String::with_capacity(4096);
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        format.encode(&self.registry)
     }
 }
 
@@ -316,10 +461,11 @@ mod tests {
         m.tls_reload(false);
         m.token_in_use("3f9a01c2");
         m.token_in_use("0badc0de");
-        let text = m.render(Duration::from_secs(5), 7);
+        let text = m.render(Format::OpenMetrics, Duration::from_secs(5), 7);
         for expected in [
             "kwikid_gateway_requests_total{route=\"/verification/v2/digilocker/init\",status=\"200\",outcome=\"forwarded\"} 1",
-            "kwikid_gateway_request_duration_seconds_bucket",
+            "kwikid_gateway_request_duration_seconds_count{class=\"forwarded\"} 1",
+            "process_resident_memory_bytes ",
             "kwikid_gateway_upstream_duration_seconds_count 0",
             "kwikid_gateway_rate_limited_total{scope=\"caller\"} 1",
             "kwikid_gateway_upstream_errors_total{kind=\"timeout\"} 1",
@@ -332,7 +478,43 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} missing:\n{text}");
         }
+        let build = format!(
+            "kwikid_gateway_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&build), "{build} missing:\n{text}");
         assert!(!text.contains("3f9a01c2"), "the old fingerprint is gone");
+    }
+
+    /// Guards against a caller label outside the configured names and `other`, a token expiry
+    /// gauge that lingers once the token has no readable `exp`, or an uncounted 401.
+    #[test]
+    fn callers_expiry_and_auth_failures_are_exposed() {
+        let m = Metrics::new();
+        let orders: Arc<str> = Arc::from("orders-svc");
+        m.listed_callers(
+            std::slice::from_ref(&orders),
+            &["forwarded", "rate_limited"],
+        );
+        m.caller_request(Some(&orders), "forwarded");
+        m.caller_request(None, "caller_not_allowed");
+        m.upstream_auth_failure();
+        let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(1_801_094_400);
+        m.token_expiry(Some(expires));
+        let text = m.render(Format::OpenMetrics, Duration::ZERO, 0);
+        for expected in [
+            "kwikid_gateway_caller_requests_total{caller=\"orders-svc\",outcome=\"forwarded\"} 1",
+            "kwikid_gateway_caller_requests_total{caller=\"orders-svc\",outcome=\"rate_limited\"} 0",
+            "kwikid_gateway_caller_requests_total{caller=\"other\",outcome=\"forwarded\"} 0",
+            "kwikid_gateway_caller_requests_total{caller=\"other\",outcome=\"caller_not_allowed\"} 1",
+            "kwikid_gateway_token_expiry_timestamp_seconds 1801094400",
+            "kwikid_gateway_upstream_auth_failures_total 1",
+        ] {
+            assert!(text.contains(expected), "{expected} missing:\n{text}");
+        }
+        m.token_expiry(None);
+        let text = m.render(Format::OpenMetrics, Duration::ZERO, 0);
+        assert!(!text.contains("token_expiry"), "{text}");
     }
 
     #[test]
@@ -340,12 +522,12 @@ mod tests {
         let m = Metrics::new();
         let guard = m.in_flight();
         assert!(
-            m.render(Duration::ZERO, 0)
+            m.render(Format::OpenMetrics, Duration::ZERO, 0)
                 .contains("kwikid_gateway_in_flight 1")
         );
         drop(guard);
         assert!(
-            m.render(Duration::ZERO, 0)
+            m.render(Format::OpenMetrics, Duration::ZERO, 0)
                 .contains("kwikid_gateway_in_flight 0")
         );
     }

@@ -3,7 +3,7 @@
 //! `..data` swap is seen like any write, and so is a rename-replace or an in-place edit.
 //!
 //! A missing, empty or invalid read keeps the last good token and warns once per change of
-//! state, never with the content.
+//! state, never with the content. A good read is followed by the new token's expiry line.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +77,10 @@ fn apply(gateway: &Gateway, token: Result<Token, TokenError>, forced: bool) {
             gateway.metrics.token_in_use(&fingerprint);
             gateway.metrics.token_reload(true);
             tracing::info!(token_id = fingerprint.as_str(), trigger, "token reloaded");
+            // When the new token expires (SPEC §11): a warning if it already expires soon.
+            gateway
+                .token_watch
+                .loaded(&gateway.token.current(), trigger);
         }
         Err(e) => {
             gateway.metrics.token_reload(false);

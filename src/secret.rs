@@ -3,19 +3,24 @@
 //!
 //! [`Token`] prints `[REDACTED]` and is zeroed on drop. What the request path holds is a
 //! [`LoadedToken`]: the prebuilt sensitive header plus the token's fingerprint, swapped as one
-//! value when the token is reloaded.
+//! value when the token is reloaded. The bytes a `LoadedToken` holds (the header's, and the
+//! forms the access log looks for) live in memory locked against swap (`secret/locked.rs`).
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::config::TokenSource;
+
+mod locked;
+use locked::LockedBytes;
 
 /// The API token. Neither `Debug` nor `Display` reveals it; it has no `Serialize`.
 #[derive(Clone)]
@@ -71,7 +76,9 @@ impl Token {
         if !raw.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(TokenError::NotAHeaderValue);
         }
-        Ok(Self(SecretString::from(std::mem::take(&mut *raw))))
+        // A copy of exactly its length: `SecretString::from` shrinks a longer `String` (one
+        // that had a trailing newline), and a reallocation could free a copy unzeroed.
+        Ok(Self(SecretString::from(raw.as_str().to_owned())))
     }
 
     /// Reads the token from its configured source.
@@ -107,20 +114,28 @@ impl Token {
         digest[..4].iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// `Bearer <token>` as a header value marked sensitive.
+    /// When the token expires, if it is a JWT with a readable `exp` (SPEC §11); the parser
+    /// gets the bytes and gives back only a time.
+    pub fn expiry(&self) -> Option<SystemTime> {
+        crate::token_watch::jwt::expiry(self.0.expose_secret().as_bytes())
+    }
+
+    /// `Bearer <token>` as a header value marked sensitive. Its bytes are a locked buffer of
+    /// their own, not a copy: `HeaderValue` keeps the `Bytes` it is given, and its clones share
+    /// them; the buffer is zeroed and unlocked when the last clone goes.
     fn bearer_header(&self) -> HeaderValue {
-        let mut bytes = Zeroizing::new(Vec::with_capacity(7 + self.0.expose_secret().len()));
-        bytes.extend_from_slice(b"Bearer ");
-        bytes.extend_from_slice(self.0.expose_secret().as_bytes());
-        let mut value =
-            HeaderValue::from_bytes(&bytes).expect("visible ASCII was checked in Token::new");
+        let bytes = LockedBytes::concat(&[b"Bearer ", self.0.expose_secret().as_bytes()]);
+        let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(bytes))
+            .expect("visible ASCII was checked in Token::new");
         value.set_sensitive(true);
         value
     }
 
     /// Byte strings that would reveal this token if they appeared in output: the token, and
     /// the standard and URL-safe base64 of it and of `Bearer <token>` (the form
-    /// `redirection_url` carries). Where both alphabets give the same text it is listed once.
+    /// `redirection_url` carries), and each `.`-separated segment of at least
+    /// [`MIN_REVEALING_SEGMENT`] bytes (a JWT's payload and signature are parts of the token,
+    /// SPEC §11). Where two forms give the same text it is listed once.
     pub fn revealing_forms(&self) -> Vec<Zeroizing<Vec<u8>>> {
         use base64::Engine;
         use base64::engine::general_purpose::{STANDARD, URL_SAFE};
@@ -139,9 +154,21 @@ impl Token {
                 }
             }
         }
+        if token.contains(&b'.') {
+            for segment in token.split(|&b| b == b'.') {
+                let segment = Zeroizing::new(segment.to_vec());
+                if segment.len() >= MIN_REVEALING_SEGMENT && !forms.contains(&segment) {
+                    forms.push(segment);
+                }
+            }
+        }
         forms
     }
 }
+
+/// Shorter segments of a dotted token are not looked for on their own: a few characters would
+/// match innocent text, and a JWT's segments are far longer.
+pub const MIN_REVEALING_SEGMENT: usize = 16;
 
 /// A token ready for the request path.
 pub struct LoadedToken {
@@ -151,8 +178,10 @@ pub struct LoadedToken {
     pub fingerprint: String,
     /// When this token was loaded, for the token-age metric.
     pub loaded_at: Instant,
+    /// See [`Token::expiry`]; safe to log.
+    pub expires: Option<SystemTime>,
     /// See [`Token::revealing_forms`]; the access log refuses fields that contain one.
-    revealing: Vec<Zeroizing<Vec<u8>>>,
+    revealing: Vec<LockedBytes>,
 }
 
 impl LoadedToken {
@@ -161,7 +190,12 @@ impl LoadedToken {
             header: token.bearer_header(),
             fingerprint: token.fingerprint(),
             loaded_at: Instant::now(),
-            revealing: token.revealing_forms(),
+            expires: token.expiry(),
+            revealing: token
+                .revealing_forms()
+                .iter()
+                .map(|form| LockedBytes::concat(&[form]))
+                .collect(),
         }
     }
 
@@ -263,6 +297,17 @@ mod tests {
         assert!(!format!("{headers:?}").contains("s3cr3t"));
     }
 
+    /// SECURITY.md promises these bytes are locked against swap: the header's own bytes (the
+    /// ones every request clones), not a copy of them.
+    #[test]
+    fn the_header_and_the_revealing_forms_live_in_locked_pages() {
+        let loaded = LoadedToken::new(&Token::new("tok-locked-1".into()).unwrap());
+        let clone = loaded.header.clone();
+        assert_eq!(clone.as_bytes(), b"Bearer tok-locked-1");
+        assert!(locked::is_locked(clone.as_bytes()));
+        assert!(loaded.revealing.iter().all(|form| locked::is_locked(form)));
+    }
+
     #[test]
     fn trailing_newlines_are_trimmed_and_empty_refused() {
         let t = Token::new("abc\r\n".into()).unwrap();
@@ -292,6 +337,24 @@ mod tests {
         assert!(loaded.is_revealed_in(b"x tok-123 y"));
         assert!(loaded.is_revealed_in(b"QmVhcmVyIHRvay0xMjM=")); // base64("Bearer tok-123")
         assert!(!loaded.is_revealed_in(b"tok-12"));
+    }
+
+    /// Guards against a JWT's payload or signature passing on its own (SPEC §11).
+    #[test]
+    fn each_long_segment_of_a_dotted_token_is_revealing() {
+        let loaded = LoadedToken::new(
+            &Token::new(
+                "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjE4MDEzNTM2MDB9.c2lnbmF0dXJlLWJ5dGVz".into(),
+            )
+            .unwrap(),
+        );
+        assert!(loaded.is_revealed_in(b"x eyJleHAiOjE4MDEzNTM2MDB9 y"));
+        assert!(loaded.is_revealed_in(b"c2lnbmF0dXJlLWJ5dGVz"));
+        assert!(loaded.is_revealed_in(b"eyJhbGciOiJIUzI1NiJ9"));
+        assert!(!loaded.is_revealed_in(b"eyJleHAiOjE4MDEz"));
+        let short = LoadedToken::new(&Token::new("abc.defghijklmnopqrstu".into()).unwrap());
+        assert!(!short.is_revealed_in(b"abc"), "too short to look for alone");
+        assert!(short.is_revealed_in(b"defghijklmnopqrstu"));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The command line: exit codes, one-line config errors, `check`, `--help`, and `demo`.
+//! The command line: exit codes, one-line config errors, `check`, `--help`, `demo`, and the
+//! completion scripts and man page it prints.
 
 mod support;
 
@@ -191,5 +192,74 @@ async fn demo_runs_the_whole_job() {
     assert!(
         curl.contains("http://127.0.0.1:") && curl.contains(INIT),
         "{text}"
+    );
+}
+
+/// Guards against a completion script a shell cannot load: bash sources the bash script and
+/// then completes `kwikid-gateway` with it; every other shell gets a script of its own; an
+/// unknown shell is bad usage (exit 2).
+#[test]
+fn completion_scripts_load() {
+    let bin = env!("CARGO_BIN_EXE_kwikid-gateway");
+    let out = std::process::Command::new("bash")
+        .args([
+            "-c",
+            r#"source <("$0" completions bash) && complete -p kwikid-gateway"#,
+            bin,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_exit(&out, 0);
+    assert!(
+        stdout.starts_with("complete ") && stdout.trim_end().ends_with(" kwikid-gateway"),
+        "{stdout}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let (out, _s) = run(&["completions", shell], None, None);
+        assert_exit(&out, 0);
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("kwikid-gateway") && script.contains("completions"),
+            "{shell}: {script}"
+        );
+    }
+    let (out, _s) = run(&["completions", "tcsh"], None, None);
+    assert_exit(&out, 2);
+    assert!(out.stdout.is_empty());
+}
+
+/// Guards against a man page `man` cannot render cleanly (any groff warning fails), or one
+/// that leaves out a subcommand.
+#[test]
+fn the_man_page_renders_without_warnings_and_covers_every_subcommand() {
+    let (out, _s) = run(&["man"], None, None);
+    assert_exit(&out, 0);
+    assert!(out.stdout.starts_with(b".ie"), "roff");
+    let Some(mut man) = tool("man", "man-db", "KWIKID_SKIP_MAN") else {
+        return;
+    };
+    man.args(["--warnings", "-l", "-"]).env("MANWIDTH", "80");
+    let (code, rendered) = run_with_stdin(man, &out.stdout);
+    assert_eq!(code, Some(0), "{rendered}");
+    for expected in [
+        "kwikid-gateway check",
+        "kwikid-gateway demo",
+        "kwikid-gateway completions bash|elvish|fish|powershell|zsh",
+        "kwikid-gateway man",
+        "--config",
+        "KWIKID_API_TOKEN",
+    ] {
+        assert!(rendered.contains(expected), "{expected}:\n{rendered}");
+    }
+    assert!(
+        !rendered.contains("warning"),
+        "man/groff warned:\n{rendered}"
     );
 }

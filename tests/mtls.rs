@@ -280,3 +280,33 @@ async fn h2_over_mtls_keeps_the_callers_identity() {
         .unwrap();
     assert_eq!(answer.status, 200, "{}", answer.text());
 }
+
+/// `[[callers]]` with mTLS: a caller is named by its certificate, so a caller header cannot
+/// borrow a named caller's name; with `unknown_callers = "deny"` a certificate whose name is
+/// not listed gets the 403 of an unnamed caller (SPEC §10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_callers_are_named_by_their_certificate() {
+    let upstream = Upstream::start().await;
+    let pki = Pki::new();
+    let gw = Gateway::start(&upstream.config(&format!(
+        "{}[rate_limit]\nunknown_callers = \"deny\"\n[[callers]]\nname = \"orders-svc\"\n",
+        pki.listen_table(true)
+    )));
+    let orders = leaf(&pki.client_ca, &["orders-svc"], "ignored-cn", true);
+    let answer = init_over_tls(gw.addr, pki.client_config(Some(&orders)), "stranger")
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+
+    let billing = leaf(&pki.client_ca, &["billing-svc"], "billing-svc", true);
+    let refused = init_over_tls(gw.addr, pki.client_config(Some(&billing)), "orders-svc")
+        .await
+        .unwrap();
+    refused.assert_error(403, "caller_not_allowed");
+    assert_eq!(
+        refused.text(),
+        r#"{"error":"This caller is not one of the gateway's named callers."}"#
+    );
+    assert_eq!(gw.access_line(2)["caller"], "billing-svc");
+    assert_eq!(upstream.mock().received().len(), 1);
+}

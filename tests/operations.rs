@@ -183,7 +183,9 @@ async fn admin_endpoints_and_metrics() {
         "kwikid_gateway_requests_total{route=\"none\",status=\"404\",outcome=\"no_route\"} 2",
         "kwikid_gateway_rate_limited_total{scope=\"caller\"} 1",
         "kwikid_gateway_upstream_errors_total{kind=\"garbage\"} 1",
-        "kwikid_gateway_request_duration_seconds_count 5",
+        "kwikid_gateway_request_duration_seconds_count{class=\"forwarded\"} 1",
+        "kwikid_gateway_request_duration_seconds_count{class=\"upstream_error\"} 1",
+        "kwikid_gateway_request_duration_seconds_count{class=\"refused\"} 3",
         "kwikid_gateway_upstream_duration_seconds_count 2",
         "kwikid_gateway_in_flight 0",
         "kwikid_gateway_rate_limiter_keys 1",
@@ -227,6 +229,11 @@ async fn sigterm_drains_in_flight_requests() {
         admin_get(gw.admin, "/readyz").await.status == 503
     })
     .await;
+    assert_eq!(
+        metric(&metrics(gw.admin).await, "kwikid_gateway_ready"),
+        Some(0.0),
+        "the alert rules see the drain"
+    );
     assert_eq!(
         idle.closed_within(HANG_GUARD).await,
         Ok(true),

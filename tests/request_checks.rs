@@ -263,10 +263,14 @@ async fn max_wait_lets_a_request_wait_for_a_permit() {
     assert!(answer.gateway_error().is_none(), "{}", answer.text());
     assert_eq!(upstream.mock().served(), 2);
     let metrics = metrics(gw.admin).await;
-    assert!(
-        !metrics.contains("kwikid_gateway_rate_limited_total{"),
-        "nothing was rate limited:\n{metrics}"
-    );
+    for scope in ["caller", "global", "upstream"] {
+        let series = format!("kwikid_gateway_rate_limited_total{{scope=\"{scope}\"}}");
+        assert_eq!(
+            metric(&metrics, &series),
+            Some(0.0),
+            "nothing was rate limited:\n{metrics}"
+        );
+    }
     let outcomes: Vec<String> = gw
         .stdout
         .wait_count(2, HANG_GUARD)

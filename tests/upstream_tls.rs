@@ -89,8 +89,9 @@ fn gateway_for(mock: &Mock, ca_file: Option<&Path>) -> Gateway {
 
 /// Serves `served` behind a gateway whose `ca_file` holds `trusted` and sends one init: the
 /// caller must get exactly the gateway's 502, the handshake must be what failed, and the mock
-/// must have received nothing, so the token never left the gateway.
-async fn assert_refused(served: Served, trusted: &Ca) {
+/// must have received nothing, so the token never left the gateway. The warning names KwikID
+/// and gives rustls's reason as `cause` words it.
+async fn assert_refused(served: Served, trusted: &Ca, cause: &str) {
     let scratch = Scratch::new();
     let ca_file = scratch.write("ca.pem", &trusted.pem());
     let mock = serve(served).await;
@@ -113,9 +114,22 @@ async fn assert_refused(served: Served, trusted: &Ca) {
         Some(1.0),
         "the TLS handshake is what failed"
     );
+    let warning = gw.upstream_warning("tls");
+    assert_eq!(
+        warning["upstream"],
+        format!("localhost:{}", mock.addr.port())
+    );
+    assert!(
+        warning["cause"].as_str().unwrap().starts_with(cause),
+        "{warning}"
+    );
     let logs = format!("{}\n{}", gw.stdout.text(), gw.stderr.text());
     assert!(!logs.contains(TOKEN), "{logs}");
 }
+
+/// What the warning says when the certificate's CA is not trusted.
+const UNKNOWN_ISSUER: &str =
+    "certificate refused: unknown issuer (not signed by a trusted CA; see upstream.ca_file)";
 
 /// A certificate from a CA the gateway does not trust (the server even sends that CA along):
 /// a verifier that accepts any chain would hand the token to whoever answers on KwikID's name.
@@ -123,7 +137,12 @@ async fn assert_refused(served: Served, trusted: &Ca) {
 async fn a_certificate_from_an_untrusted_ca_is_refused() {
     let trusted = Ca::new("trusted test CA");
     let stranger = Ca::new("untrusted test CA");
-    assert_refused(stranger.leaf(&["localhost"], |_| {}), &trusted).await;
+    assert_refused(
+        stranger.leaf(&["localhost"], |_| {}),
+        &trusted,
+        UNKNOWN_ISSUER,
+    )
+    .await;
 }
 
 /// The trusted CA, but a certificate for another name than `base_url`'s host: a verifier that
@@ -134,6 +153,7 @@ async fn a_certificate_for_another_name_is_refused() {
     assert_refused(
         trusted.leaf(&["verify.test.getkwikid.com"], |_| {}),
         &trusted,
+        "certificate refused: not valid for name localhost (it names verify.test.getkwikid.com)",
     )
     .await;
 }
@@ -147,7 +167,12 @@ async fn an_expired_certificate_is_refused() {
         p.not_before = rcgen::date_time_ymd(2020, 1, 1);
         p.not_after = rcgen::date_time_ymd(2021, 1, 1);
     });
-    assert_refused(expired, &trusted).await;
+    assert_refused(
+        expired,
+        &trusted,
+        "certificate refused: expired (not valid after 2021-01-01T00:00:00Z)",
+    )
+    .await;
 }
 
 /// A self-signed leaf for the right name: a verifier that trusts whatever the server presents
@@ -155,7 +180,7 @@ async fn an_expired_certificate_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_self_signed_leaf_is_refused() {
     let trusted = Ca::new("trusted test CA");
-    assert_refused(self_signed_leaf(&["localhost"]), &trusted).await;
+    assert_refused(self_signed_leaf(&["localhost"]), &trusted, UNKNOWN_ISSUER).await;
 }
 
 /// `upstream.ca_file` adds trust: a CA found only there makes its server's certificate good

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 
 use kwikid_gateway::access_log::AccessLog;
 use kwikid_gateway::config::{Config, RawConfig};
+use kwikid_gateway::hardening::{self, Refused};
 use kwikid_gateway::rules::route;
 use kwikid_gateway::secret::Token;
 use kwikid_gateway::{Gateway, logging, server, tls};
@@ -31,8 +32,9 @@ use mock::Mock;
 const SAMPLE_BODY: &str =
     r#"{"handshake_id":"demo-session-1","callback_url":"https://app.example.com/dl/cb"}"#;
 
-pub(crate) async fn run() -> ExitCode {
-    match demo().await {
+/// `refused`: the hardening steps the kernel refused, logged once logging is up.
+pub(crate) async fn run(refused: &[Refused]) -> ExitCode {
+    match demo(refused).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kwikid-gateway demo: {e}");
@@ -51,7 +53,7 @@ async fn bind(preferred: &str) -> Result<TcpListener, String> {
     }
 }
 
-async fn demo() -> Result<(), String> {
+async fn demo(refused: &[Refused]) -> Result<(), String> {
     let secret = format!("demo-{}", ulid::Ulid::generate());
     let token = Token::new(secret.clone()).map_err(|e| e.to_string())?;
 
@@ -76,7 +78,10 @@ async fn demo() -> Result<(), String> {
     raw.log.level = "warn".into();
     let mut config: Config = raw.validate(Path::new("demo")).map_err(|e| e.to_string())?;
     config.upstream.extra_roots.push(ca);
+    // The demo's KwikID is on loopback: an egress proxy from the environment cannot reach it.
+    config.upstream.egress = kwikid_gateway::config::Egress::Direct;
     logging::init(&config.log);
+    hardening::warn(refused);
 
     let listener = bind(&config.listen.addr.to_string()).await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;

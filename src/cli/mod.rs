@@ -2,6 +2,7 @@
 
 pub(crate) mod check;
 pub(crate) mod demo;
+pub(crate) mod docs;
 pub(crate) mod run;
 
 /// One worker per CPU this process may run on (its affinity and cgroup quota, not the

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use kwikid_gateway::access_log::AccessLog;
+use kwikid_gateway::hardening::{self, Refused};
 use kwikid_gateway::{Gateway, logging, server};
 
 use super::check::load;
@@ -11,12 +12,14 @@ use super::check::load;
 /// Exit 0 after a clean drain, 1 when the gateway cannot run or the drain ended with
 /// requests still in flight (answered 503 or cut: the stop was not clean, and a supervisor
 /// should say so), 2 for a bad config.
-pub(crate) fn run(path: &Path) -> ExitCode {
+/// `refused`: the hardening steps the kernel refused, logged once logging is up.
+pub(crate) fn run(path: &Path, refused: &[Refused]) -> ExitCode {
     let (_raw, config, token) = match load(path) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
     logging::init(&config.log);
+    hardening::warn(refused);
     let Some(runtime) = super::runtime() else {
         return ExitCode::from(1);
     };
@@ -46,6 +49,8 @@ pub(crate) fn run(path: &Path) -> ExitCode {
         // Signal handlers before the start-up line: from then on, SIGTERM means drain.
         let shutdown = server::shutdown_signal();
         let watcher = kwikid_gateway::reload::spawn(gateway.clone());
+        let reminders =
+            kwikid_gateway::token_watch::spawn(gateway.token_watch.clone(), gateway.token.clone());
         let cert_watcher = kwikid_gateway::cert_reload::spawn(gateway.clone());
         let addr_of =
             |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -66,8 +71,13 @@ pub(crate) fn run(path: &Path) -> ExitCode {
             token_id = gateway.token.current().fingerprint.as_str(),
             "kwikid-gateway listening"
         );
+        // When the token expires (SPEC §11); an expired one is an error line, not a stop.
+        gateway
+            .token_watch
+            .loaded(&gateway.token.current(), "start");
         let drained = server::serve(listener, gateway.clone(), shutdown).await;
         watcher.abort();
+        reminders.abort();
         if let Some(cert_watcher) = cert_watcher {
             cert_watcher.abort();
         }

@@ -40,6 +40,7 @@ impl RawRateLimit {
             caller_header,
             max_wait: self.max_wait,
             redis,
+            callers: Vec::new(),
         })
     }
 

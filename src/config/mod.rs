@@ -8,6 +8,8 @@
 //! - `validate`: raw → typed, one rule per key.
 //! - [`error`]: the one-line [`ConfigError`].
 
+mod callers;
+mod egress;
 mod error;
 mod limits;
 pub mod raw;
@@ -23,8 +25,10 @@ use http::HeaderName;
 use ipnet::IpNet;
 use rustls_pki_types::CertificateDer;
 
+use crate::rules::callers::Callers;
 use crate::rules::policy::CallbackPolicy;
 use crate::rules::route::Route;
+pub use egress::{Egress, EgressProxy};
 pub use error::{ConfigError, one_line};
 pub use raw::*;
 pub use tls::read_certificates;
@@ -36,9 +40,14 @@ pub struct Config {
     pub admin: Admin,
     pub upstream: Upstream,
     pub token: TokenSource,
+    /// `token.warn_before_expiry`: a JWT token is warned about while less than this remains
+    /// (SPEC §11).
+    pub warn_before_expiry: Duration,
     pub rate_limit: RateLimit,
     pub policy: CallbackPolicy,
     pub routes: Vec<Route>,
+    /// `[[callers]]` and `rate_limit.unknown_callers` (SPEC §10).
+    pub callers: Callers,
     pub log: Log,
 }
 
@@ -97,6 +106,8 @@ pub struct Upstream {
     /// Offer `h2` in ALPN and multiplex requests on one connection when KwikID picks it
     /// (`upstream.http2 = "auto"`); `false` (`"never"`) offers only `http/1.1`.
     pub http2: bool,
+    /// Directly, or through an HTTP CONNECT proxy (`upstream.proxy`, else the environment).
+    pub egress: Egress,
 }
 
 /// Where the token comes from. The config never holds the token itself.
@@ -120,6 +131,9 @@ pub struct RateLimit {
     pub max_wait: Duration,
     /// `None`: in-process buckets only. `Some`: buckets shared by every replica through Redis.
     pub redis: Option<RedisLimits>,
+    /// Each listed caller's own share, by its index in `[[callers]]` (its `per_second` and
+    /// `burst`, else `per_caller`'s).
+    pub callers: Vec<Rate>,
 }
 
 /// `[rate_limit] backend = "redis"`.
@@ -287,6 +301,19 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.rate_limit.per_caller.per_second, 0.5);
+    }
+
+    /// Guards against the expiry warning's window being read wrong or defaulting to nothing.
+    #[test]
+    fn warn_before_expiry_defaults_to_seven_days() {
+        assert_eq!(
+            parse(BASE).unwrap().warn_before_expiry,
+            Duration::from_secs(7 * 86400)
+        );
+        let c = parse(&format!("{BASE}[token]\nwarn_before_expiry = \"36h\"\n")).unwrap();
+        assert_eq!(c.warn_before_expiry, Duration::from_secs(36 * 3600));
+        let e = parse(&format!("{BASE}[token]\nwarn_before_expiry = \"soon\"\n")).unwrap_err();
+        assert!(e.contains("token.warn_before_expiry"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     pub routes: Vec<RawRoute>,
     pub log: RawLog,
+    /// `[[callers]]` (SPEC §10).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub callers: Vec<RawCaller>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +95,12 @@ pub struct RawUpstream {
     pub ca_file: Option<PathBuf>,
     pub pool_max_idle_per_host: usize,
     pub http2: String,
+    /// `http://host:port`: an HTTP CONNECT egress proxy. Unset: `HTTPS_PROXY` / `NO_PROXY`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// A file holding `user:password` for the proxy, relative to the config file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_auth_file: Option<PathBuf>,
 }
 
 impl Default for RawUpstream {
@@ -103,17 +112,32 @@ impl Default for RawUpstream {
             ca_file: None,
             pool_max_idle_per_host: 64,
             http2: "auto".to_owned(),
+            proxy: None,
+            proxy_auth_file: None,
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawToken {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+    /// A JWT token is warned about while less than this remains (SPEC §11).
+    #[serde(with = "humantime_serde")]
+    pub warn_before_expiry: Duration,
+}
+
+impl Default for RawToken {
+    fn default() -> Self {
+        Self {
+            env: None,
+            file: None,
+            warn_before_expiry: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +157,8 @@ pub struct RawRateLimit {
     #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
     pub on_redis_error: String,
+    /// `"allow"` or `"deny"`: what a caller not in `[[callers]]` gets (SPEC §10).
+    pub unknown_callers: String,
 }
 
 impl Default for RawRateLimit {
@@ -153,6 +179,7 @@ impl Default for RawRateLimit {
             redis_url_file: None,
             redis_timeout: Duration::from_millis(50),
             on_redis_error: "local".into(),
+            unknown_callers: "allow".into(),
         }
     }
 }
@@ -162,6 +189,23 @@ impl Default for RawRateLimit {
 pub struct RawRate {
     pub per_second: f64,
     pub burst: u32,
+}
+
+/// One `[[callers]]` entry (SPEC §10); what it leaves out comes from `rate_limit.per_caller`
+/// (its rate) or means every route.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCaller {
+    /// As the caller is identified: its mTLS name, else its `caller_header` value, else its
+    /// peer IP.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Configured route paths it may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

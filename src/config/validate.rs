@@ -13,17 +13,36 @@ impl RawConfig {
     /// Turns the document into a [`Config`], checking what types alone cannot.
     pub fn validate(self, path: &Path) -> Result<Config, ConfigError> {
         let here = path.parent().unwrap_or(Path::new("."));
+        let listen = self.listen.validate(path, here)?;
+        let admin = Admin {
+            addr: socket_addr(path, "admin.addr", &self.admin.addr)?,
+        };
+        let upstream = self.upstream.validate(path, here)?;
+        let warn_before_expiry = self.token.warn_before_expiry;
+        let token = self.token.validate(path, here)?;
+        let unknown_callers = self.rate_limit.unknown_callers.clone();
+        let mut rate_limit = self.rate_limit.validate(path, here)?;
+        let policy = CallbackPolicy::new(self.policy.callback_hosts.as_deref())
+            .map_err(|e| ConfigError::at(path, "policy.callback_hosts", e))?;
+        let routes = validate_routes(path, &self.routes)?;
+        let (callers, own_rates) = super::callers::validate(
+            path,
+            &self.callers,
+            &unknown_callers,
+            rate_limit.per_caller,
+            &routes,
+        )?;
+        rate_limit.callers = own_rates;
         Ok(Config {
-            listen: self.listen.validate(path, here)?,
-            admin: Admin {
-                addr: socket_addr(path, "admin.addr", &self.admin.addr)?,
-            },
-            upstream: self.upstream.validate(path, here)?,
-            token: self.token.validate(path, here)?,
-            rate_limit: self.rate_limit.validate(path, here)?,
-            policy: CallbackPolicy::new(self.policy.callback_hosts.as_deref())
-                .map_err(|e| ConfigError::at(path, "policy.callback_hosts", e))?,
-            routes: validate_routes(path, &self.routes)?,
+            listen,
+            admin,
+            upstream,
+            token,
+            warn_before_expiry,
+            rate_limit,
+            policy,
+            routes,
+            callers,
             log: self.log.validate(path)?,
         })
     }
@@ -165,6 +184,7 @@ impl RawUpstream {
                 "must be longer than 0s",
             ));
         }
+        let egress = self.egress(path, here, &authority, &|name| std::env::var(name).ok())?;
         let extra_roots = match &self.ca_file {
             None => Vec::new(),
             Some(file) => read_certificates(&here.join(file))
@@ -189,6 +209,7 @@ impl RawUpstream {
                     ));
                 }
             },
+            egress,
         })
     }
 }

@@ -1,6 +1,9 @@
 //! Rate limits (the verdict, the local governor buckets, KwikID's 429 hold): each caller's share first, then the KwikID account's ceiling, so a caller
 //! over its own share never spends the account's permits.
 //!
+//! A caller listed in `[[callers]]` has a bucket of its own, at its own rate (SPEC §10); every
+//! other caller has one keyed by its name in the per-caller store, at `per_caller`'s rate.
+//!
 //! governor has no refund: when the caller's bucket passes and the global one refuses, the
 //! caller's permit is spent. That is the price of checking the caller first.
 
@@ -30,6 +33,9 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Every scope's name, as [`Self::as_str`] gives it.
+    pub const NAMES: [&'static str; 3] = ["caller", "global", "upstream"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Caller => "caller",
@@ -52,6 +58,9 @@ pub struct RateLimits {
     /// Whether Redis answered last time, to log a fall-back and a recovery once each.
     redis_healthy: std::sync::atomic::AtomicBool,
     per_caller: DefaultKeyedRateLimiter<String>,
+    per_caller_rate: Rate,
+    /// Each listed caller's own bucket and rate, by its index in `[[callers]]`.
+    listed: Vec<(DefaultDirectRateLimiter, Rate)>,
     global: DefaultDirectRateLimiter,
     clock: DefaultClock,
     max_wait: Duration,
@@ -78,15 +87,18 @@ impl RateLimits {
     pub fn new(config: &RateLimit) -> Result<Self, ::redis::RedisError> {
         let shared = match &config.redis {
             None => None,
-            Some(redis) => Some((
-                SharedBuckets::new(redis, config.per_caller, config.global)?,
-                redis.on_error,
-            )),
+            Some(redis) => Some((SharedBuckets::new(redis, config.global)?, redis.on_error)),
         };
         Ok(Self {
             shared,
             redis_healthy: std::sync::atomic::AtomicBool::new(true),
             per_caller: RateLimiter::keyed(quota(config.per_caller)),
+            per_caller_rate: config.per_caller,
+            listed: config
+                .callers
+                .iter()
+                .map(|&rate| (RateLimiter::direct(quota(rate)), rate))
+                .collect(),
             global: RateLimiter::direct(quota(config.global)),
             clock: DefaultClock::default(),
             max_wait: config.max_wait,
@@ -105,13 +117,22 @@ impl RateLimits {
     }
 
     /// Takes a permit from the caller's bucket, then from the account's: in Redis when it is
-    /// configured and answers, else as `on_redis_error` says.
-    pub async fn acquire(&self, caller: &str, metrics: &Metrics) -> Result<(), Limited> {
+    /// configured and answers, else as `on_redis_error` says. `listed` is the caller's index
+    /// in `[[callers]]`, if it is listed.
+    pub async fn acquire(
+        &self,
+        caller: &str,
+        listed: Option<usize>,
+        metrics: &Metrics,
+    ) -> Result<(), Limited> {
         let Some((shared, on_error)) = &self.shared else {
-            return self.acquire_local(caller).await;
+            return self.acquire_local(caller, listed).await;
         };
+        let rate = listed
+            .and_then(|i| self.listed.get(i))
+            .map_or(self.per_caller_rate, |(_, rate)| *rate);
         // Boxed, so the Redis round trip does not size the request future of local limits.
-        match Box::pin(self.acquire_shared(shared, caller, metrics)).await {
+        match Box::pin(self.acquire_shared(shared, caller, rate, metrics)).await {
             Ok(verdict) => {
                 if !self.redis_healthy.swap(true, Ordering::Relaxed) {
                     tracing::info!("Redis answers again; rate limits are shared again");
@@ -134,7 +155,7 @@ impl RateLimits {
                     metrics.limit_backend(fallback);
                 }
                 match on_error {
-                    OnRedisError::Local => self.acquire_local(caller).await,
+                    OnRedisError::Local => self.acquire_local(caller, listed).await,
                     OnRedisError::Allow => Ok(()),
                     OnRedisError::Deny => Err(Limited {
                         scope: Scope::Global,
@@ -150,12 +171,13 @@ impl RateLimits {
         &self,
         shared: &SharedBuckets,
         caller: &str,
+        rate: Rate,
         metrics: &Metrics,
     ) -> Result<Result<(), Limited>, self::redis::RedisFailure> {
         let deadline = Instant::now() + self.max_wait;
         loop {
             let started = Instant::now();
-            let verdict = shared.check(caller).await;
+            let verdict = shared.check(caller, rate).await;
             if !matches!(verdict, Err(self::redis::RedisFailure::BackingOff)) {
                 metrics.redis_call(
                     started.elapsed(),
@@ -176,13 +198,22 @@ impl RateLimits {
         }
     }
 
-    /// The in-process buckets: each caller's, then the account's, waiting up to `max_wait`.
-    async fn acquire_local(&self, caller: &str) -> Result<(), Limited> {
-        let key = caller.to_owned();
-        if let Err(not_until) = self.per_caller.check_key(&key) {
-            let wait = not_until.wait_time_from(self.clock.now());
-            self.wait_for(wait, Scope::Caller, self.per_caller.until_key_ready(&key))
-                .await?;
+    /// The in-process buckets: the caller's (its own when it is listed), then the account's,
+    /// waiting up to `max_wait`.
+    async fn acquire_local(&self, caller: &str, listed: Option<usize>) -> Result<(), Limited> {
+        if let Some((own, _)) = listed.and_then(|i| self.listed.get(i)) {
+            if let Err(not_until) = own.check() {
+                let wait = not_until.wait_time_from(self.clock.now());
+                self.wait_for(wait, Scope::Caller, own.until_ready())
+                    .await?;
+            }
+        } else {
+            let key = caller.to_owned();
+            if let Err(not_until) = self.per_caller.check_key(&key) {
+                let wait = not_until.wait_time_from(self.clock.now());
+                self.wait_for(wait, Scope::Caller, self.per_caller.until_key_ready(&key))
+                    .await?;
+            }
         }
         self.wait_out_upstream_hold().await?;
         if let Err(not_until) = self.global.check() {
@@ -258,7 +289,7 @@ impl RateLimits {
         self.per_caller.shrink_to_fit();
     }
 
-    /// How many callers the per-caller store holds.
+    /// How many callers the per-caller store holds (listed callers have buckets of their own).
     pub fn caller_keys(&self) -> usize {
         self.per_caller.len()
     }
@@ -292,6 +323,7 @@ mod tests {
             caller_header: http::HeaderName::from_static("x-caller-id"),
             max_wait,
             redis: None,
+            callers: Vec::new(),
         })
         .unwrap()
     }
@@ -309,9 +341,9 @@ mod tests {
             },
             Duration::ZERO,
         );
-        assert!(l.acquire_local("a").await.is_ok());
-        assert!(l.acquire_local("a").await.is_ok());
-        let refused = l.acquire_local("a").await.unwrap_err();
+        assert!(l.acquire_local("a", None).await.is_ok());
+        assert!(l.acquire_local("a", None).await.is_ok());
+        let refused = l.acquire_local("a", None).await.unwrap_err();
         assert_eq!(
             refused,
             Limited {
@@ -320,7 +352,7 @@ mod tests {
             }
         );
         assert!(
-            l.acquire_local("b").await.is_ok(),
+            l.acquire_local("b", None).await.is_ok(),
             "another caller has its own bucket"
         );
     }
@@ -338,15 +370,60 @@ mod tests {
             },
             Duration::ZERO,
         );
-        assert!(l.acquire_local("a").await.is_ok());
+        assert!(l.acquire_local("a", None).await.is_ok());
         for _ in 0..5 {
-            assert_eq!(l.acquire_local("a").await.unwrap_err().scope, Scope::Caller);
+            assert_eq!(
+                l.acquire_local("a", None).await.unwrap_err().scope,
+                Scope::Caller
+            );
         }
         assert!(
-            l.acquire_local("b").await.is_ok(),
+            l.acquire_local("b", None).await.is_ok(),
             "the global bucket still has one permit"
         );
-        assert_eq!(l.acquire_local("c").await.unwrap_err().scope, Scope::Global);
+        assert_eq!(
+            l.acquire_local("c", None).await.unwrap_err().scope,
+            Scope::Global
+        );
+    }
+
+    /// Guards against a listed caller getting the default share instead of its own, or
+    /// sharing a bucket with the callers that are not listed.
+    #[tokio::test]
+    async fn a_listed_caller_has_its_own_bucket_at_its_own_rate() {
+        let generous = Rate {
+            per_second: 100.0,
+            burst: 100,
+        };
+        let l = RateLimits::new(&RateLimit {
+            global: generous,
+            per_caller: Rate {
+                per_second: 0.001,
+                burst: 1,
+            },
+            caller_header: http::HeaderName::from_static("x-caller-id"),
+            max_wait: Duration::ZERO,
+            redis: None,
+            callers: vec![Rate {
+                per_second: 0.001,
+                burst: 3,
+            }],
+        })
+        .unwrap();
+        for _ in 0..3 {
+            assert!(l.acquire_local("orders-svc", Some(0)).await.is_ok());
+        }
+        assert_eq!(
+            l.acquire_local("orders-svc", Some(0))
+                .await
+                .unwrap_err()
+                .scope,
+            Scope::Caller
+        );
+        // Not listed under the same name: the per-caller store's bucket, with its own permit.
+        assert!(l.acquire_local("orders-svc", None).await.is_ok());
+        assert!(l.acquire_local("orders-svc", None).await.is_err());
+        assert_eq!(l.caller_keys(), 1, "a listed caller is not in the store");
     }
 
     #[tokio::test]
@@ -362,9 +439,9 @@ mod tests {
             },
             Duration::from_millis(500),
         );
-        assert!(l.acquire_local("a").await.is_ok());
+        assert!(l.acquire_local("a", None).await.is_ok());
         assert!(
-            l.acquire_local("a").await.is_ok(),
+            l.acquire_local("a", None).await.is_ok(),
             "the second permit comes within 50 ms"
         );
     }
@@ -384,7 +461,7 @@ mod tests {
         );
         l.hold_after_upstream_429(Duration::from_millis(1500)).await;
         assert_eq!(
-            l.acquire_local("a").await.unwrap_err(),
+            l.acquire_local("a", None).await.unwrap_err(),
             Limited {
                 scope: Scope::Upstream,
                 retry_after_secs: 2
@@ -418,7 +495,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             for i in 0..100 {
-                l.acquire_local(&format!("c{i}")).await.unwrap();
+                l.acquire_local(&format!("c{i}"), None).await.unwrap();
             }
         });
         assert_eq!(l.caller_keys(), 100);

@@ -2,7 +2,8 @@
 //!
 //! The same GCRA as the in-process buckets (`per_second`, `burst`, caller first, then the
 //! account), evaluated atomically by one Lua script: the caller's bucket, KwikID's 429 hold and
-//! the global bucket in one round trip. The script is sent with `EVALSHA` and loaded on
+//! the global bucket in one round trip. The caller's rate goes with each call, so a caller
+//! listed in `[[callers]]` has its own rate across replicas (SPEC §10). The script is sent with `EVALSHA` and loaded on
 //! `NOSCRIPT` by the redis crate. Keys share one hash tag, so they live in one slot on a Redis
 //! Cluster too; they expire once their bucket is full again, and never hold anything secret.
 
@@ -69,6 +70,10 @@ pub enum RedisFailure {
 }
 
 impl RedisFailure {
+    /// The kinds counted in `redis_errors_total` (a back-off asks Redis nothing, so it is
+    /// never counted).
+    pub const COUNTED: [&'static str; 4] = ["timeout", "connection", "auth", "script"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Timeout => "timeout",
@@ -87,7 +92,6 @@ pub struct SharedBuckets {
     connection: ConnectionManager,
     gcra: redis::Script,
     hold: redis::Script,
-    caller_rate: (f64, u32),
     global_rate: (f64, u32),
     timeout: Duration,
     /// Requests skip Redis until this many microseconds after `epoch`.
@@ -101,11 +105,7 @@ fn period_us(rate: Rate) -> (f64, u32) {
 
 impl SharedBuckets {
     /// Connects lazily: a Redis that is down at start is a fallback, not a failure to start.
-    pub fn new(
-        config: &RedisLimits,
-        per_caller: Rate,
-        global: Rate,
-    ) -> Result<Self, redis::RedisError> {
+    pub fn new(config: &RedisLimits, global: Rate) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(config.url.as_str())?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
@@ -116,7 +116,6 @@ impl SharedBuckets {
             connection: ConnectionManager::new_lazy_with_config(client, manager_config)?,
             gcra: redis::Script::new(GCRA),
             hold: redis::Script::new(HOLD),
-            caller_rate: period_us(per_caller),
             global_rate: period_us(global),
             timeout: config.timeout,
             skip_until: AtomicU64::new(0),
@@ -128,18 +127,24 @@ impl SharedBuckets {
         self.epoch.elapsed().as_micros() as u64
     }
 
-    /// One round trip: `Ok(None)` allowed, `Ok(Some(limited))` refused, `Err` no verdict.
-    pub async fn check(&self, caller: &str) -> Result<Option<Limited>, RedisFailure> {
+    /// One round trip, for `caller` at `caller_rate`: `Ok(None)` allowed, `Ok(Some(limited))`
+    /// refused, `Err` no verdict.
+    pub async fn check(
+        &self,
+        caller: &str,
+        caller_rate: Rate,
+    ) -> Result<Option<Limited>, RedisFailure> {
         if self.now_us() < self.skip_until.load(Ordering::Relaxed) {
             return Err(RedisFailure::BackingOff);
         }
         let mut connection = self.connection.clone();
         let mut call = self.gcra.prepare_invoke();
+        let caller_rate = period_us(caller_rate);
         call.key(format!("{PREFIX}caller:{caller}"))
             .key(format!("{PREFIX}hold"))
             .key(format!("{PREFIX}global"))
-            .arg(self.caller_rate.0)
-            .arg(self.caller_rate.1)
+            .arg(caller_rate.0)
+            .arg(caller_rate.1)
             .arg(self.global_rate.0)
             .arg(self.global_rate.1);
         let verdict: (u8, u64) =

@@ -17,12 +17,21 @@ use super::exchange::{Exchange, Peer};
 use super::{Answer, X_REQUEST_ID};
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::metrics::Metrics;
+use crate::rules::callers::Callers;
 use crate::rules::route::Route;
 use crate::rules::trusted;
 use crate::secret::TokenStore;
 
 /// Status and outcome of a request whose caller left before the answer.
 const CLIENT_CLOSED: (u16, &str) = (499, "client_closed");
+
+/// Every `outcome` a request can end with: forwarded, one of the gateway's own codes, or
+/// `client_closed`.
+pub fn outcomes() -> Vec<&'static str> {
+    let mut all = vec!["forwarded", CLIENT_CLOSED.1];
+    all.extend(super::rescue::CODES.iter().map(|(code, _)| *code));
+    all
+}
 
 /// Longest caller-sent `x-request-id` kept; longer ones are replaced.
 const MAX_REQUEST_ID: usize = 128;
@@ -35,6 +44,8 @@ pub struct Recorder {
     /// For the metric's `route` label: the matched route's configured path.
     pub routes: Arc<[Route]>,
     pub caller_header: HeaderName,
+    /// `[[callers]]`: whether the caller is listed, and its `caller` metric label.
+    pub callers: Arc<Callers>,
 }
 
 /// One per connection: the peer is the connection's.
@@ -93,7 +104,14 @@ where
             )
             .into_boxed_str(),
         };
-        let exchange = Exchange::new(request_id(headers.get(X_REQUEST_ID)), caller, peer.trusted);
+        // An untrusted peer's name proves nothing: it counts as `other`, never as a named
+        // caller it claims to be.
+        let listed = peer
+            .trusted
+            .then(|| recorder.callers.find(&caller))
+            .flatten();
+        let request_id = request_id(headers.get(X_REQUEST_ID));
+        let exchange = Exchange::new(request_id, caller, listed, peer.trusted);
         request.extensions_mut().insert(exchange.clone());
         let mut line = Line {
             recorder: recorder.clone(),
@@ -160,6 +178,8 @@ impl Line {
             .and_then(|i| recorder.routes.get(i))
             .map(|r| &r.path);
         recorder.metrics.request(route, status, outcome, elapsed);
+        let listed = self.exchange.listed.and_then(|i| recorder.callers.name(i));
+        recorder.metrics.caller_request(listed, outcome);
         let token = trail.token.unwrap_or_else(|| recorder.token.current());
         recorder.sink.write(
             &AccessRecord {
@@ -241,6 +261,7 @@ mod tests {
             token: Arc::new(TokenStore::new(&token)),
             routes: routes(),
             caller_header: HeaderName::from_static("x-caller-id"),
+            callers: Arc::new(Callers::default()),
         });
         let peer = Peer {
             addr: "10.1.2.3:5555".parse().unwrap(),

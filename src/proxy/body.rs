@@ -1,4 +1,4 @@
-//! Step 4, body: read within `listen.max_body_bytes` while it streams (an oversized body is
+//! Step 5, body: read within `listen.max_body_bytes` while it streams (an oversized body is
 //! never buffered) and within `upstream.request_timeout`, then checked as DigiLocker init
 //! JSON.
 

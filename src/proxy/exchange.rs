@@ -28,6 +28,8 @@ pub struct Exchange {
     pub request_id: HeaderValue,
     /// As the per-caller bucket keys it: the mTLS name, else the caller header, else the IP.
     pub caller: Box<str>,
+    /// The caller's index in `[[callers]]`, if it is listed there (SPEC §10).
+    pub listed: Option<usize>,
     pub trusted: bool,
     trail: Mutex<Trail>,
 }
@@ -48,10 +50,16 @@ pub struct Trail {
 }
 
 impl Exchange {
-    pub fn new(request_id: HeaderValue, caller: Box<str>, trusted: bool) -> Arc<Self> {
+    pub fn new(
+        request_id: HeaderValue,
+        caller: Box<str>,
+        listed: Option<usize>,
+        trusted: bool,
+    ) -> Arc<Self> {
         Arc::new(Self {
             request_id,
             caller,
+            listed,
             trusted,
             trail: Mutex::new(Trail::default()),
         })
@@ -85,6 +93,14 @@ impl Exchange {
         std::mem::take(&mut *self.trail.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// The matched route's index, once the route step has noted it.
+    pub fn route(&self) -> Option<usize> {
+        self.trail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .route
+    }
+
     pub fn outcome(&self) -> Option<&'static str> {
         self.trail().outcome
     }
@@ -95,6 +111,7 @@ impl Exchange {
         let exchange = Self::new(
             HeaderValue::from_static("req-1"),
             "test-caller".into(),
+            None,
             true,
         );
         request.extensions_mut().insert(exchange.clone());

@@ -1,6 +1,7 @@
-//! Step 7, forward: the caller's credentials and topology stripped, the token inserted, one
+//! Step 8, forward: the caller's credentials and topology stripped, the token inserted, one
 //! deadline over the whole exchange with KwikID, and KwikID's answer returned unchanged (less
-//! hop-by-hop headers). KwikID's own 429 closes the account's bucket until its `Retry-After`.
+//! hop-by-hop headers). KwikID's own 429 closes the account's bucket until its `Retry-After`;
+//! its 401 (the token rejected) is counted and, at most once a minute, logged.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,6 +20,7 @@ use crate::limits::{self, RateLimits};
 use crate::metrics::Metrics;
 use crate::rules::headers;
 use crate::secret::TokenStore;
+use crate::token_watch::TokenWatch;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// The innermost service: sends to KwikID. `502 upstream_unavailable` when KwikID could not
@@ -31,6 +33,8 @@ pub struct Forward {
     pub metrics: Arc<Metrics>,
     /// Never forwarded: it names the caller to the gateway only.
     pub caller_header: HeaderName,
+    /// Told of KwikID's 401s (SPEC §11).
+    pub token_watch: Arc<TokenWatch>,
 }
 
 impl tower::Service<Request<JsonBody>> for Forward {
@@ -88,10 +92,11 @@ impl Forward {
         }
         let answer = answer.map_err(|e| {
             self.metrics.upstream_error(e.kind());
-            tracing::warn!(
+            // The cause is in the upstream's own warning, at most once a minute per cause.
+            tracing::debug!(
                 request_id = logged_id,
                 kind = e.kind(),
-                "upstream request failed"
+                "no answer from KwikID"
             );
             match e {
                 UpstreamError::Timeout => Reject::UpstreamTimeout,
@@ -100,6 +105,9 @@ impl Forward {
         })?;
 
         let (mut parts, bytes) = answer.into_parts();
+        if parts.status == StatusCode::UNAUTHORIZED {
+            self.token_watch.rejected(&token);
+        }
         if parts.status == StatusCode::TOO_MANY_REQUESTS {
             let retry_after = parts.headers.get(header::RETRY_AFTER).map(|v| v.as_bytes());
             let hold = limits::upstream_retry_after(retry_after);

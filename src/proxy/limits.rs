@@ -1,4 +1,4 @@
-//! Step 6, limits: the caller's share, then the KwikID account's ceiling (governor buckets,
+//! Step 7, limits: the caller's share, then the KwikID account's ceiling (governor buckets,
 //! or the shared GCRA in Redis), and KwikID's own 429 hold.
 
 use std::sync::Arc;
@@ -66,13 +66,17 @@ where
         Box::pin(async move {
             let exchange = Exchange::of(&request);
             let caller = exchange.as_deref().map_or("", |e| &*e.caller);
-            limits.acquire(caller, &metrics).await.map_err(|limited| {
-                tracing::debug!(scope = limited.scope.as_str(), "rate limited");
-                metrics.rate_limited(limited.scope.as_str());
-                Reject::RateLimited {
-                    retry_after_secs: limited.retry_after_secs,
-                }
-            })?;
+            let listed = exchange.as_deref().and_then(|e| e.listed);
+            limits
+                .acquire(caller, listed, &metrics)
+                .await
+                .map_err(|limited| {
+                    tracing::debug!(scope = limited.scope.as_str(), "rate limited");
+                    metrics.rate_limited(limited.scope.as_str());
+                    Reject::RateLimited {
+                        retry_after_secs: limited.retry_after_secs,
+                    }
+                })?;
             inner.call(request).await
         })
     }

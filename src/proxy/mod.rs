@@ -1,10 +1,11 @@
 //! The request pipeline as a tower stack. Read top to bottom, it is the whole life of one
 //! request: every step refuses what it must before the next one looks, and nothing is sent to
-//! KwikID until every check has passed (pingora's phase order: trust, route, body, limits,
-//! then forward). Each step is a `Layer` + `Service` in its own file.
+//! KwikID until every check has passed (pingora's phase order: trust, route, callers, body,
+//! limits, then forward). Each step is a `Layer` + `Service` in its own file.
 
 pub mod access_log;
 pub mod body;
+pub mod callers;
 pub mod exchange;
 pub mod forward;
 pub mod limits;
@@ -26,6 +27,7 @@ use http_body::Body;
 use http_body_util::Full;
 use tower::{Service, ServiceBuilder};
 
+use crate::rules::callers::Callers;
 use crate::rules::policy::CallbackPolicy;
 use crate::rules::route::Route;
 pub use exchange::Peer;
@@ -43,6 +45,7 @@ pub(crate) const X_REQUEST_ID: &str = "x-request-id";
 pub struct Pipeline {
     pub recorder: Arc<access_log::Recorder>,
     pub routes: Arc<[Route]>,
+    pub callers: Arc<Callers>,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub policy: Arc<CallbackPolicy>,
@@ -78,13 +81,17 @@ impl Pipeline {
             .layer(trust::TrustLayer)
             // 3. Route: exact method and path; the caller never picks the upstream.
             .layer(route::RouteLayer::new(self.routes.clone()))
-            // 4. Body: limited while it streams, then checked as init JSON.
+            // 4. Callers: a named caller keeps to its routes, and an unnamed one may be
+            //    refused; before the body, so a refused caller's body is never read.
+            .layer(callers::CallersLayer::new(self.callers.clone()))
+            // 5. Body: limited while it streams, then checked as init JSON.
             .layer(body::BodyLayer::new(self.max_body_bytes, self.body_timeout))
-            // 5. Callback policy: where KwikID may send the user back to.
+            // 6. Callback policy: where KwikID may send the user back to.
             .layer(policy::PolicyLayer::new(self.policy.clone()))
-            // 6. Limits: the caller's share, then the account's ceiling.
+            // 7. Limits: the caller's share (its own when it is named), then the account's
+            //    ceiling.
             .layer(self.limits.clone())
-            // 7. Forward: strip, inject the token, send, KwikID's 429 hold.
+            // 8. Forward: strip, inject the token, send, KwikID's 429 hold and 401 count.
             .service(self.forward.clone())
     }
 }

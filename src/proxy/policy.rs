@@ -1,4 +1,4 @@
-//! Step 5, callback policy: where KwikID may send the user back to (`[policy]`).
+//! Step 6, callback policy: where KwikID may send the user back to (`[policy]`).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};

@@ -23,6 +23,10 @@ pub const GATEWAY_ERROR: &str = "x-gateway-error";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reject {
     CallerNotAllowed,
+    /// `rate_limit.unknown_callers = "deny"` and the caller is not in `[[callers]]` (SPEC §10).
+    CallerNotListed,
+    /// A listed caller on a route outside its `routes` (SPEC §10).
+    RouteNotForCaller,
     NoRoute,
     MethodNotAllowed {
         allow: HeaderValue,
@@ -46,10 +50,33 @@ pub enum Reject {
     ShuttingDown,
 }
 
+/// Every `x-gateway-error` code the gateway can send, with its status: the one list that
+/// `openapi.yaml`'s enum (tests/openapi.rs) and the metrics' zeroed series are held to.
+/// [`Reject::code`] and [`Reject::status`] give one of these pairs for every refusal (a
+/// unit test below holds them together).
+pub const CODES: &[(&str, u16)] = &[
+    ("caller_not_allowed", 403),
+    ("no_route", 404),
+    ("method_not_allowed", 405),
+    ("body_timeout", 408),
+    ("body_too_large", 413),
+    ("invalid_body", 400),
+    ("callback_not_allowed", 422),
+    ("rate_limited", 429),
+    ("headers_too_large", 431),
+    ("upstream_unavailable", 502),
+    ("upstream_timeout", 504),
+    ("shutting_down", 503),
+];
+
+/// The codes of [`CODES`] a request can get before a route matched (trust, then the head's
+/// size and the route itself): its metrics count it under `route="none"`.
+pub const BEFORE_ROUTE: &[&str] = &["caller_not_allowed", "headers_too_large", "no_route"];
+
 impl Reject {
     pub fn status(&self) -> u16 {
         match self {
-            Self::CallerNotAllowed => 403,
+            Self::CallerNotAllowed | Self::CallerNotListed | Self::RouteNotForCaller => 403,
             Self::NoRoute => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::BodyTooLarge => 413,
@@ -67,7 +94,9 @@ impl Reject {
     /// The `x-gateway-error` value and the access log's `outcome`.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::CallerNotAllowed => "caller_not_allowed",
+            Self::CallerNotAllowed | Self::CallerNotListed | Self::RouteNotForCaller => {
+                "caller_not_allowed"
+            }
             Self::NoRoute => "no_route",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::BodyTooLarge => "body_too_large",
@@ -85,6 +114,8 @@ impl Reject {
     fn sentence(&self) -> &'static str {
         match self {
             Self::CallerNotAllowed => "This caller is not allowed to use the gateway.",
+            Self::CallerNotListed => "This caller is not one of the gateway's named callers.",
+            Self::RouteNotForCaller => "This caller is not allowed to use this route.",
             Self::NoRoute => "No route matches this path.",
             Self::MethodNotAllowed { .. } => "This method is not allowed on this path.",
             Self::BodyTooLarge => "The request body is larger than the gateway accepts.",
@@ -217,6 +248,8 @@ mod tests {
     fn every() -> Vec<Reject> {
         vec![
             Reject::CallerNotAllowed,
+            Reject::CallerNotListed,
+            Reject::RouteNotForCaller,
             Reject::NoRoute,
             Reject::MethodNotAllowed {
                 allow: HeaderValue::from_static("POST"),
@@ -236,6 +269,49 @@ mod tests {
         ]
     }
 
+    /// Which variant `reject` is. A new variant fails to compile here until it is named, and
+    /// the test below fails until [`every`] has one of it.
+    fn variant(reject: &Reject) -> usize {
+        match reject {
+            Reject::CallerNotAllowed => 0,
+            Reject::NoRoute => 1,
+            Reject::MethodNotAllowed { .. } => 2,
+            Reject::BodyTooLarge => 3,
+            Reject::BodyTimeout => 4,
+            Reject::InvalidBody(_) => 5,
+            Reject::CallbackNotAllowed => 6,
+            Reject::RateLimited { .. } => 7,
+            Reject::UpstreamUnavailable => 8,
+            Reject::UpstreamTimeout => 9,
+            Reject::BodyUnreadable => 10,
+            Reject::TooManyHeaders => 11,
+            Reject::CallerNotListed => 12,
+            Reject::RouteNotForCaller => 13,
+            Reject::ShuttingDown => 14,
+        }
+    }
+
+    /// Guards against a code the gateway sends that [`CODES`] (and so `openapi.yaml`) does
+    /// not list, and against a listed code no refusal sends.
+    #[test]
+    fn codes_lists_exactly_what_the_refusals_send() {
+        let every = every();
+        let mut variants: Vec<usize> = every.iter().map(variant).collect();
+        variants.sort_unstable();
+        variants.dedup();
+        assert_eq!(
+            variants,
+            (0..15).collect::<Vec<_>>(),
+            "every() has each variant"
+        );
+        let mut sent: Vec<(&str, u16)> = every.iter().map(|r| (r.code(), r.status())).collect();
+        sent.sort_unstable();
+        sent.dedup();
+        let mut listed = CODES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(sent, listed);
+    }
+
     /// Guards against an answer whose body is not the documented JSON, or whose header
     /// lacks the code callers tell the gateway's answers from KwikID's by.
     #[tokio::test]
@@ -252,6 +328,26 @@ mod tests {
             let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(json, serde_json::json!({ "error": sentence }));
         }
+    }
+
+    /// Guards against a code missing from [`CODES`] (its metric series would not start at 0),
+    /// and against two refusals that callers cannot tell apart by their sentence.
+    #[test]
+    fn codes_lists_every_code_and_each_refusal_has_its_own_sentence() {
+        let mut sentences: Vec<_> = every().iter().map(Reject::sentence).collect();
+        for reject in every() {
+            assert!(
+                CODES.iter().any(|(code, _)| *code == reject.code()),
+                "{reject:?}"
+            );
+        }
+        let listed: std::collections::HashSet<_> = every().iter().map(Reject::code).collect();
+        assert_eq!(listed.len(), CODES.len());
+        sentences.sort_unstable();
+        sentences.dedup();
+        // Codes repeat (three refusals are caller_not_allowed, two invalid_body); sentences
+        // never do.
+        assert_eq!(sentences.len(), every().len());
     }
 
     /// Guards against a 429 without `Retry-After` or a 405 without `Allow` (RFC 9110 §15.5.6).

@@ -81,10 +81,16 @@ where
                 }
                 Box::pin(self.inner.call(request))
             }
-            Err(miss) => Box::pin(std::future::ready(Err(match miss {
-                Miss::NoRoute => Reject::NoRoute,
-                Miss::MethodNotAllowed(allow) => Reject::MethodNotAllowed { allow },
-            }))),
+            Err(Miss::NoRoute) => Box::pin(std::future::ready(Err(Reject::NoRoute))),
+            Err(Miss::MethodNotAllowed(allow)) => {
+                // The path is a configured route's: its 405 is counted under that route.
+                let (path, _) = route::split_target(target(&request));
+                let index = self.routes.iter().position(|r| &*r.path == path);
+                if let Some(exchange) = Exchange::of(&request) {
+                    exchange.note(|trail| trail.route = index);
+                }
+                Box::pin(std::future::ready(Err(Reject::MethodNotAllowed { allow })))
+            }
         }
     }
 }
@@ -136,6 +142,19 @@ mod tests {
             .oneshot(request)
             .await
             .unwrap();
+        assert_eq!(exchange.trail().route, Some(0));
+    }
+
+    /// Guards against a 405 on a configured path being counted under `route="none"`, as if
+    /// the path were unknown.
+    #[tokio::test]
+    async fn a_405_is_noted_under_its_route() {
+        let request = Request::get("/verification/v2/digilocker/init?x=1")
+            .body(())
+            .unwrap();
+        let (request, exchange) = Exchange::for_test(request);
+        let refused = RouteLayer::new(routes()).layer(ok()).oneshot(request).await;
+        assert!(matches!(refused, Err(Reject::MethodNotAllowed { .. })));
         assert_eq!(exchange.trail().route, Some(0));
     }
 }

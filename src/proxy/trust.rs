@@ -60,7 +60,7 @@ mod tests {
     #[tokio::test]
     async fn untrusted_peers_are_refused_before_anything_else() {
         let request = Request::new(());
-        let exchange = Exchange::new(HeaderValue::from_static("r"), "c".into(), false);
+        let exchange = Exchange::new(HeaderValue::from_static("r"), "c".into(), None, false);
         let mut request = request;
         request.extensions_mut().insert(exchange);
         let refused = TrustLayer.layer(refused_by()).oneshot(request).await;

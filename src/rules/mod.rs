@@ -2,6 +2,7 @@
 //! apply them; the config validates against them.
 
 pub mod body;
+pub mod callers;
 pub mod headers;
 pub mod policy;
 pub mod route;

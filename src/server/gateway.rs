@@ -2,15 +2,17 @@
 //! built once from a validated config.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
-use crate::limits::RateLimits;
-use crate::metrics::Metrics;
-use crate::proxy::{Pipeline, access_log, forward, limits};
+use crate::limits::redis::RedisFailure;
+use crate::limits::{RateLimits, Scope};
+use crate::metrics::{Known, Metrics};
+use crate::proxy::{Pipeline, access_log, forward, limits, rescue};
 use crate::secret::{Token, TokenStore};
-use crate::upstream::Upstream;
+use crate::token_watch::TokenWatch;
+use crate::upstream::{Upstream, UpstreamError};
 
 /// The running gateway: the pieces the steps, the admin listener and the token reload share.
 pub struct Gateway {
@@ -19,6 +21,8 @@ pub struct Gateway {
     pub limits: Arc<RateLimits>,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
+    /// What is said about the token's expiry and KwikID's 401s.
+    pub token_watch: Arc<TokenWatch>,
     /// True while the proxy accepts traffic; `/readyz` answers 503 otherwise.
     pub ready: AtomicBool,
     pub(super) upstream: Arc<Upstream>,
@@ -38,9 +42,27 @@ impl Gateway {
         let limits = Arc::new(RateLimits::new(&config.rate_limit).map_err(|_| SetupError::Redis)?);
         metrics.limit_backend(limits.preferred_backend());
         let token = Arc::new(TokenStore::new(token));
+        let token_watch = Arc::new(TokenWatch::new(config.warn_before_expiry, metrics.clone()));
+        metrics.token_expiry(token.current().expires);
+        let callers = Arc::new(config.callers.clone());
+        let names: Vec<_> = callers.listed().iter().map(|c| c.name.clone()).collect();
+        metrics.listed_callers(&names, &access_log::outcomes());
         let upstream = Arc::new(Upstream::new(&config.upstream).map_err(SetupError::Tls)?);
         let access_log = Arc::new(access_log);
         let routes: Arc<[_]> = config.routes.clone().into();
+        metrics.zero(&Known {
+            routes: &routes.iter().map(|r| r.path.clone()).collect::<Vec<_>>(),
+            codes: rescue::CODES,
+            before_route: rescue::BEFORE_ROUTE,
+            scopes: &Scope::NAMES,
+            upstream_error_kinds: &UpstreamError::KINDS,
+            connection_error_kinds: &super::CONNECTION_ERROR_KINDS,
+            redis_error_kinds: if config.rate_limit.redis.is_some() {
+                &RedisFailure::COUNTED
+            } else {
+                &[]
+            },
+        });
         let caller_header = config.rate_limit.caller_header.clone();
         let pipeline = Pipeline {
             recorder: Arc::new(access_log::Recorder {
@@ -49,8 +71,10 @@ impl Gateway {
                 token: token.clone(),
                 routes: routes.clone(),
                 caller_header: caller_header.clone(),
+                callers: callers.clone(),
             }),
             routes,
+            callers,
             max_body_bytes: config.listen.max_body_bytes,
             body_timeout: config.upstream.request_timeout,
             policy: Arc::new(config.policy.clone()),
@@ -61,6 +85,7 @@ impl Gateway {
                 limits: limits.clone(),
                 metrics: metrics.clone(),
                 caller_header,
+                token_watch: token_watch.clone(),
             },
             grace: Arc::default(),
         };
@@ -70,10 +95,19 @@ impl Gateway {
             limits,
             metrics,
             access_log,
+            token_watch,
             ready: AtomicBool::new(false),
             upstream,
             pipeline,
         }))
+    }
+}
+
+impl Gateway {
+    /// Marks the proxy as accepting traffic or not: `/readyz` and `kwikid_gateway_ready`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+        self.metrics.ready(ready);
     }
 }
 

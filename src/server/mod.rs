@@ -22,7 +22,6 @@ pub use gateway::{Gateway, SetupError};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -59,7 +58,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut signals: Si
         .as_ref()
         .map(|t| TlsAcceptor::from(t.server.clone()));
     let pruner = tokio::spawn(prune_forever(gateway.clone()));
-    gateway.ready.store(true, Ordering::Release);
+    gateway.set_ready(true);
 
     loop {
         let permit = tokio::select! {
@@ -94,7 +93,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut signals: Si
         });
     }
 
-    gateway.ready.store(false, Ordering::Release);
+    gateway.set_ready(false);
     drop(listener);
     pruner.abort();
     drain::run(&drain, &gateway, &mut signals).await
@@ -109,6 +108,15 @@ async fn prune_forever(gateway: Arc<Gateway>) {
         gateway.upstream.evict_idle();
     }
 }
+
+/// Every kind [`refused`] (and the watchdog's `header_timeout`) counts.
+pub(crate) const CONNECTION_ERROR_KINDS: [&str; 5] = [
+    "headers_too_large",
+    "header_timeout",
+    "bad_request",
+    "incomplete",
+    "io",
+];
 
 /// hyper answered by itself (a malformed head, one too large), an HTTP/2 ping went
 /// unanswered, or the connection broke: counted, and logged at debug with the peer, never

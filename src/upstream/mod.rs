@@ -4,17 +4,25 @@
 //!
 //! - [`pool`]: idle HTTP/1.1 connections and the shared HTTP/2 one; the rules for taking a
 //!   connection out and putting it back.
-//! - [`connect`]: DNS, TCP, TLS with ALPN, and hyper's handshake.
+//! - [`connect`]: DNS, TCP (through [`tunnel`] when an egress proxy is set), TLS with ALPN,
+//!   and hyper's handshake.
 //! - [`exchange`]: one request and its whole answer on a held connection.
+//! - [`cause`]: why a connection failed, in words; [`warnings`]: the warning that says it, at
+//!   most once a minute per cause.
+//! - [`probe`]: `check --connect`, a connection that sends nothing.
 //!
 //! An HTTP/1.1 connection is driven by the request that holds it, in the caller's own task,
 //! the way an nginx worker drives both sockets of a request from one event loop: no second
 //! task, no hand-off between tasks. An HTTP/2 connection is shared by every request, so its
 //! I/O runs in a task of its own.
 
+mod cause;
 mod connect;
 mod exchange;
 mod pool;
+mod probe;
+mod tunnel;
+mod warnings;
 
 use std::time::Duration;
 
@@ -24,9 +32,11 @@ use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 
 use crate::config;
+use cause::Failure;
 use connect::Connector;
 use exchange::Exchanged;
 use pool::Pool;
+use warnings::Warnings;
 
 /// Why the exchange with KwikID failed; `kind` is a bounded metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +50,23 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// `dns`, `connect`, `connect_timeout`, `tls`, `closed`, `reset`, `garbage`, `body`,
-    /// `too_large` or `timeout`.
+    /// Every value [`Self::kind`] can take.
+    pub const KINDS: [&'static str; 11] = [
+        "dns",
+        "connect",
+        "connect_timeout",
+        "tls",
+        "proxy",
+        "closed",
+        "reset",
+        "garbage",
+        "body",
+        "too_large",
+        "timeout",
+    ];
+
+    /// One of [`Self::KINDS`]; `proxy`: the egress proxy refused the tunnel or did not answer
+    /// in HTTP.
     pub fn kind(self) -> &'static str {
         match self {
             Self::Connect { kind } | Self::Broken { kind } => kind,
@@ -54,6 +79,7 @@ impl UpstreamError {
 pub struct Upstream {
     connector: Connector,
     pool: Pool,
+    warnings: Warnings,
     request_timeout: Duration,
     /// `Host` of every forwarded HTTP/1.1 request: the upstream's, never the caller's.
     host_header: HeaderValue,
@@ -68,8 +94,10 @@ impl Upstream {
     pub fn new(config: &config::Upstream) -> Result<Self, rustls::Error> {
         let host_header = HeaderValue::from_str(config.authority.as_str())
             .map_err(|_| rustls::Error::General("upstream host is not a valid header".into()))?;
+        let connector = Connector::new(config)?;
         Ok(Self {
-            connector: Connector::new(config)?,
+            warnings: Warnings::new(connector.target().to_owned(), connector.proxy()),
+            connector,
             pool: Pool::new(config.pool_max_idle_per_host),
             request_timeout: config.request_timeout,
             host_header,
@@ -85,6 +113,8 @@ impl Upstream {
     ///
     /// A request goes out again only when nothing of it was sent: its first fresh connection
     /// never opened, or a pooled connection turned out closed before it was written.
+    ///
+    /// A failure is written to the log with its cause (see [`warnings`]).
     ///
     /// # Errors
     /// [`UpstreamError`], which says whether anything may have reached KwikID.
@@ -114,8 +144,14 @@ impl Upstream {
                         // would otherwise size every request's future.
                         match Box::pin(self.connector.connect(&self.pool)).await {
                             Ok(fresh) => fresh,
-                            Err(_) if fresh_connects == 1 => continue,
-                            Err(e) => return Err(e),
+                            Err(failure) if fresh_connects == 1 => {
+                                tracing::debug!(
+                                    cause = %failure.cause,
+                                    "upstream connect failed; trying once more"
+                                );
+                                continue;
+                            }
+                            Err(failure) => return Err(failure),
                         }
                     }
                 };
@@ -131,14 +167,28 @@ impl Upstream {
                         );
                         request = unsent;
                     }
-                    Exchanged::NotSent(_) => return Err(UpstreamError::Broken { kind: "closed" }),
-                    Exchanged::Failed(e) => return Err(e),
+                    Exchanged::NotSent(_) => {
+                        let closed = UpstreamError::Broken { kind: "closed" };
+                        return Err(Failure::after_connect(closed));
+                    }
+                    Exchanged::Failed(e) => return Err(Failure::after_connect(e)),
                 }
             }
         };
-        tokio::time::timeout(self.request_timeout, exchange)
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout))
+        let failure = match tokio::time::timeout(self.request_timeout, exchange).await {
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(failure)) => failure,
+            Err(_) => Failure {
+                error: UpstreamError::Timeout,
+                cause: format!(
+                    "no whole answer within upstream.request_timeout ({})",
+                    humantime::format_duration(self.request_timeout)
+                )
+                .into(),
+            },
+        };
+        self.warnings.failed(&failure);
+        Err(failure.error)
     }
 
     /// HTTP/1.1 takes the origin-form target and `Host`; HTTP/2 the absolute URI, whose
@@ -176,9 +226,10 @@ impl Upstream {
         Uri::try_from(pq).unwrap_or_else(|_| Uri::from_static("/"))
     }
 
-    /// Closes idle connections that idled too long or whose server closed them. Called
-    /// periodically.
+    /// Closes idle connections that idled too long or whose server closed them, and writes
+    /// the counts of failures kept quiet for a minute. Called periodically.
     pub fn evict_idle(&self) {
         self.pool.evict_idle();
+        self.warnings.flush();
     }
 }

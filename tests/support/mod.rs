@@ -10,7 +10,8 @@
 //! - wait until something holds: [`eventually`], [`Lines::wait_until`] and the waits on it;
 //! - write a config: [`config_for`], [`upstream_table_for`], [`Upstream::config`];
 //! - run a process: [`Gateway::start`], [`Gateway::start_command`], [`spawn_followed`],
-//!   [`signal`], [`exit_code_within`], [`run_to_exit`], [`assert_exit`];
+//!   [`signal`], [`exit_code_within`], [`run_to_exit`], [`assert_exit`], [`check_connect`];
+//! - put an HTTP CONNECT egress proxy between the gateway and KwikID: [`egress::ConnectProxy`];
 //! - call over HTTP/2: [`h2_caller::H2`], [`h2_caller::for_h2`];
 //! - make certificates and see the one served: [`pki::ca`], [`pki::leaf`],
 //!   [`pki::client_trusting`], [`pki::served_leaf`].
@@ -35,6 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[path = "../../src/mock/mod.rs"]
 pub mod mock;
 
+pub mod egress;
 pub mod h2_caller;
 pub mod pki;
 
@@ -43,6 +45,69 @@ use mock::Mock;
 /// The token the gateway holds and the mock accepts. Tests assert it never shows.
 pub const TOKEN: &str = "kwk_live_Zm9vYmFyLXNlY3JldC10b2tlbg-7f3a9c1e5b";
 pub const INIT: &str = "/verification/v2/digilocker/init";
+
+// ---------------------------------------------------------------------------------------------
+// JWTs made by the tests (SPEC §11): header.payload.signature, each base64url without padding.
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A JWT whose payload is `claims` (JSON), with an HS256 header and a signature of bytes
+/// unique to this call. Only KwikID checks the signature; the gateway never does.
+pub fn jwt(claims: &str) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let unique = format!(
+        "signature-{}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        unix_now()
+    );
+    format!(
+        "{}.{}.{}",
+        B64URL.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
+        B64URL.encode(claims),
+        B64URL.encode(unique)
+    )
+}
+
+/// A JWT that expires at `exp` (seconds since the Unix epoch), among claims of its own.
+pub fn jwt_expiring_at(exp: u64) -> String {
+    jwt(&format!(
+        r#"{{"iss":"kwikid","sub":"acct-test-1","iat":{},"exp":{exp}}}"#,
+        unix_now()
+    ))
+}
+
+/// `exp` as the gateway writes it: RFC 3339, UTC, whole seconds.
+pub fn rfc3339(exp: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(exp)).to_string()
+}
+
+/// The token's fingerprint, as the gateway names the token in logs, metrics and `check`.
+pub fn fingerprint_of(token: &str) -> String {
+    kwikid_gateway::secret::Token::new(token.into())
+        .unwrap()
+        .fingerprint()
+}
+
+/// Asserts that `text` (`what`: which output) holds neither `token` nor any of its
+/// `.`-separated segments: a JWT's payload and signature are as secret as the whole.
+pub fn assert_token_absent(text: &str, token: &str, what: &str) {
+    assert!(!text.contains(token), "the token in {what}:\n{text}");
+    for segment in token.split('.').filter(|s| !s.is_empty()) {
+        assert!(
+            !text.contains(segment),
+            "a segment of the token ({segment}) in {what}:\n{text}"
+        );
+    }
+}
 
 /// How long a test waits for any one answer or event before it fails instead of hanging: a
 /// hang guard, never a speed limit, so a busy 2-core machine is never a failure.
@@ -284,12 +349,25 @@ pub struct Gateway {
     pub scratch: Scratch,
 }
 
-/// The gateway binary, hermetic: neither `KWIKID_API_TOKEN` nor `KWIKID_GATEWAY_CONFIG` comes
-/// from the environment the tests run in.
+/// The environment variables that name an egress proxy for KwikID (SPEC §3).
+pub const PROXY_VARIABLES: [&str; 6] = [
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
+/// The gateway binary, hermetic: neither `KWIKID_API_TOKEN`, `KWIKID_GATEWAY_CONFIG` nor a
+/// proxy variable comes from the environment the tests run in.
 pub fn gateway_bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kwikid-gateway"));
     cmd.env_remove("KWIKID_API_TOKEN")
         .env_remove("KWIKID_GATEWAY_CONFIG");
+    for variable in PROXY_VARIABLES {
+        cmd.env_remove(variable);
+    }
     cmd
 }
 
@@ -307,6 +385,19 @@ pub fn check_config(path: &Path) -> std::process::Output {
         .arg("--config")
         .arg(path)
         .output()
+        .unwrap()
+}
+
+/// `kwikid-gateway check --connect --config PATH` with the test token and `env` added, run
+/// off the runtime's threads (the mock it reaches runs on them): its output.
+pub async fn check_connect(path: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = gateway_with_token();
+    cmd.args(["check", "--connect", "--config"]).arg(path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
         .unwrap()
 }
 
@@ -414,6 +505,32 @@ impl Gateway {
             .unwrap_or_else(|e| panic!("access log line is not JSON ({e}): {line}"))
     }
 
+    /// The gateway's warnings that an exchange with KwikID failed (`upstream request
+    /// failed`, JSON log format), parsed, in order.
+    pub fn upstream_warnings(&self) -> Vec<serde_json::Value> {
+        self.stderr
+            .all()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["level"] == "WARN" && l["message"] == "upstream request failed")
+            .collect()
+    }
+
+    /// Waits (up to [`HANG_GUARD`]) for an `upstream request failed` warning of `kind` and
+    /// returns it parsed.
+    pub fn upstream_warning(&self, kind: &str) -> serde_json::Value {
+        let needle = format!("\"kind\":\"{kind}\"");
+        self.stderr.wait_for(
+            &format!("an upstream warning of kind {kind}"),
+            HANG_GUARD,
+            |l| l.contains("upstream request failed") && l.contains(&needle),
+        );
+        self.upstream_warnings()
+            .into_iter()
+            .find(|w| w["kind"] == kind)
+            .unwrap()
+    }
+
     /// Sends a signal (`TERM`, `HUP`, …) to the gateway process.
     pub fn signal(&self, name: &str) {
         signal(self.child.id(), name);
@@ -457,6 +574,76 @@ pub async fn metrics(admin: SocketAddr) -> String {
     let answer = admin_get(admin, "/metrics").await;
     assert_eq!(answer.status, 200, "/metrics: {}", answer.text());
     answer.text()
+}
+
+/// `GET /metrics` on the admin listener with `Accept: accept`: the exposition as that
+/// scraper gets it.
+pub async fn metrics_accepting(admin: SocketAddr, accept: &str) -> Answer {
+    send(
+        admin,
+        Request::get("/metrics")
+            .header("host", "admin")
+            .header("accept", accept)
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+}
+
+/// `promtool` (Debian's `prometheus` package), as [`tool`] finds it.
+pub fn promtool() -> Option<Command> {
+    tool("promtool", "prometheus", "KWIKID_SKIP_PROMTOOL")
+}
+
+/// `program`, which Debian's `package` installs. Not installed, the test fails, unless the
+/// environment variable `skip` is `1`: then it says on stderr that it checked nothing, and
+/// gets `None` (the `KWIKID_SKIP_REDIS` pattern of tests/shared_limits.rs).
+pub fn tool(program: &str, package: &str, skip: &str) -> Option<Command> {
+    let installed = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if installed {
+        return Some(Command::new(program));
+    }
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    assert!(
+        std::env::var(skip).as_deref() == Ok("1"),
+        "{test}: {program} is not installed. Install it (Debian/Ubuntu: apt-get install \
+         {package}), or set {skip}=1 to skip the checks that need it"
+    );
+    // Straight to stderr, past the test harness's output capture: a skip is never silent.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("SKIPPED {test}: {program} is not installed and {skip}=1; nothing was checked\n")
+            .as_bytes(),
+    );
+    None
+}
+
+/// Runs `cmd` with `input` on its stdin: its exit code and what it wrote to stdout and
+/// stderr together.
+pub fn run_with_stdin(mut cmd: Command, input: &[u8]) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
 }
 
 /// The value of the sample `series` (a metric name with its labels, if any, exactly as
@@ -893,27 +1080,109 @@ pub fn fd_count(pid: u32) -> usize {
 
 /// Resident memory of process `pid` in KiB (Linux `/proc`).
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// Memory process `pid` holds locked against swap (`mlock`), in KiB (Linux `/proc`).
+pub fn locked_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmLck")
+}
+
+/// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmLck`, …); 0 if it cannot be read.
+fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
 }
 
+/// A resource limit of process `pid` (`"self"` for this one) as `/proc/<pid>/limits` shows
+/// it: `(soft, hard)`, each a number or `unlimited`. `name` is the row's name, such as
+/// `Max core file size` or `Max open files`.
+pub fn proc_limit(pid: &str, name: &str) -> Option<(String, String)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let row = limits.lines().find_map(|l| l.strip_prefix(name))?;
+    let mut values = row.split_whitespace();
+    Some((values.next()?.to_owned(), values.next()?.to_owned()))
+}
+
 /// This process's soft limit on open files (`ulimit -n`), from `/proc/self/limits`.
 pub fn open_files_soft_limit() -> u64 {
-    std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3))
-                .and_then(|v| v.parse().ok())
-        })
+    proc_limit("self", "Max open files")
+        .and_then(|(soft, _)| soft.parse().ok())
         .unwrap_or(1024)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Another user: the gateway run as an unprivileged user, to see what the other processes of
+// that user can and cannot do to it.
+
+/// The user and group id the gateway runs as in those tests: 65534 (`nobody` and `nogroup` on
+/// Debian), unprivileged everywhere.
+pub const NOBODY: u32 = 65534;
+
+/// `setpriv` running what follows as [`NOBODY`], with no supplementary groups (hence no
+/// capabilities either), and neither `KWIKID_API_TOKEN` nor `KWIKID_GATEWAY_CONFIG` from the
+/// tests' environment. `None` when the tests do not run as root and so cannot switch users:
+/// then `test` is reported `SKIPPED …` on stderr (past the harness's capture, like the Redis
+/// tests).
+pub fn as_nobody(test: &str) -> Option<Command> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED {test}: needs root, to run processes as uid {NOBODY} with setpriv");
+        return None;
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .arg("--clear-groups")
+        .arg("--")
+        .env_remove("KWIKID_API_TOKEN")
+        .env_remove("KWIKID_GATEWAY_CONFIG");
+    Some(cmd)
+}
+
+impl Scratch {
+    /// Hands the directory to [`NOBODY`] (owner, mode 0700), so a gateway run as that user can
+    /// read what it holds.
+    pub fn give_to_nobody(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(&self.0, Some(NOBODY), Some(NOBODY)).unwrap();
+        std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
+    /// Writes `contents` as `name`, owned by [`NOBODY`] and readable by it alone (0600), the
+    /// way a token file is deployed; an existing file is replaced by a rename, so a reader
+    /// never sees it half written.
+    pub fn write_for_nobody(&self, name: &str, contents: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join(name);
+        let tmp = self.0.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, contents).unwrap();
+        std::os::unix::fs::chown(&tmp, Some(NOBODY), Some(NOBODY)).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+}
+
+/// The gateway binary at a path [`NOBODY`] can run: where Cargo built it when every directory
+/// on the way lets others through, else a copy in `scratch` (given to nobody first).
+pub fn gateway_bin_for_nobody(scratch: &Scratch) -> PathBuf {
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_kwikid-gateway"));
+    let reachable = as_nobody("gateway_bin_for_nobody")
+        .and_then(|mut cmd| cmd.arg("test").arg("-x").arg(&built).status().ok())
+        .is_some_and(|status| status.success());
+    if reachable {
+        return built;
+    }
+    let copy = scratch.0.join("kwikid-gateway");
+    std::fs::copy(&built, &copy).unwrap();
+    std::os::unix::fs::chown(&copy, Some(NOBODY), Some(NOBODY)).unwrap();
+    copy
 }
 
 impl Lines {
