@@ -60,9 +60,8 @@ pub(crate) fn run(path: &Path, refused: &[Refused]) -> ExitCode {
             gateway.clone(),
         ));
         // The listener is bound: connections queue in its backlog until `serve` accepts them.
-        gateway
-            .ready
-            .store(true, std::sync::atomic::Ordering::Release);
+        // `/readyz` and `kwikid_gateway_ready` agree from the start-up line on.
+        gateway.set_ready(true);
         tracing::info!(
             proxy_addr,
             admin_addr,
