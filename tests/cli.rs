@@ -48,6 +48,27 @@ fn a_bad_config_is_one_line_naming_the_key() {
             format!("{MINIMAL}[listen]\nallow_cidrs = [\"10.0.0.0/33\"]\n"),
             "listen.allow_cidrs",
         ),
+        // Host bits set: refused with the network it most likely means, value shown.
+        (
+            format!("{MINIMAL}[listen]\nallow_cidrs = [\"10.0.0.1/8\"]\n"),
+            "listen.allow_cidrs: \"10.0.0.1/8\" has host bits set; did you mean \"10.0.0.0/8\"?",
+        ),
+        // Both listeners on one port would fail at bind time; `check` says so first.
+        (
+            format!(
+                "{MINIMAL}[listen]\naddr = \"0.0.0.0:8080\"\n[admin]\naddr = \"127.0.0.1:8080\"\n"
+            ),
+            "listen.addr, admin.addr: 0.0.0.0:8080 and 127.0.0.1:8080 share a port",
+        ),
+        // The operator's words, and the value, for a key that cannot hold a secret.
+        (
+            format!("{MINIMAL}[listen]\nmax_connections = \"many\"\n"),
+            "listen.max_connections (line 4): invalid type: string \"many\", expected a whole number",
+        ),
+        (
+            format!("{MINIMAL}[listen]\nmax_connections = -3\n"),
+            "expected a whole number",
+        ),
         (
             format!("{MINIMAL}[[routes]]\nmethod = \"POST\"\npath = \"/a/../b\"\n"),
             "routes[0].path",

@@ -14,12 +14,22 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// An error from the parser. Its reason is put in the operator's words ([`plain_words`]);
+    /// quoted values are kept only for keys that cannot hold a secret.
     pub(super) fn new(file: &Path, key: Option<String>, line: Option<usize>, reason: &str) -> Self {
+        let key = key.filter(|k| !k.is_empty() && k != ".");
+        let reason = plain_words(reason);
+        let reason = match &key {
+            Some(key) if !may_hold_secret(key) => one_line(&reason.replace(['\n', '\r'], " "))
+                .trim()
+                .to_owned(),
+            _ => one_line_without_values(&reason),
+        };
         Self {
             file: file.display().to_string(),
-            key: key.filter(|k| !k.is_empty() && k != "."),
+            key,
             line,
-            reason: one_line_without_values(reason),
+            reason,
         }
     }
 
@@ -63,6 +73,47 @@ pub fn one_line(text: &str) -> String {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Keys whose value may be, or may contain, a secret: the token's source, and URLs that can
+/// carry credentials. Their values are never echoed; neither are those of a key the parser
+/// could not name.
+fn may_hold_secret(key: &str) -> bool {
+    key.starts_with("token")
+        || key.contains("redis_url")
+        || key.starts_with("upstream.proxy")
+        || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-[]".contains(&b))
+}
+
+/// serde's type names in the words of someone editing a TOML file: `usize` is "a whole
+/// number", a sequence "a list", a struct "a table".
+fn plain_words(reason: &str) -> String {
+    const WHOLE: [&str; 12] = [
+        "usize", "u128", "u64", "u32", "u16", "u8", "isize", "i128", "i64", "i32", "i16", "i8",
+    ];
+    let mut out = String::with_capacity(reason.len());
+    for (i, word) in reason.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let bare = word.trim_end_matches([',', '.', ';']);
+        let tail = &word[bare.len()..];
+        let plain = if WHOLE.contains(&bare) {
+            "a whole number"
+        } else if bare == "f64" || bare == "f32" {
+            "a number"
+        } else if bare == "sequence" {
+            "list"
+        } else if bare.starts_with("Raw") && out.ends_with("struct ") {
+            out.truncate(out.len() - "struct ".len());
+            "a table"
+        } else {
+            bare
+        };
+        out.push_str(plain);
+        out.push_str(tail);
+    }
+    out
+}
 
 /// Joins a message onto one line and replaces every `"quoted"` value with `"…"`.
 pub(super) fn one_line_without_values(reason: &str) -> String {

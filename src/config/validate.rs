@@ -17,12 +17,25 @@ impl RawConfig {
         let admin = Admin {
             addr: socket_addr(path, "admin.addr", &self.admin.addr)?,
         };
+        if overlap(listen.addr, admin.addr) {
+            return Err(ConfigError::at(
+                path,
+                "listen.addr, admin.addr",
+                format!(
+                    "{} and {} share a port; the admin listener needs its own",
+                    listen.addr, admin.addr
+                ),
+            ));
+        }
         let upstream = self.upstream.validate(path, here)?;
         let warn_before_expiry = self.token.warn_before_expiry;
         let token = self.token.validate(path, here)?;
         let unknown_callers = self.rate_limit.unknown_callers.clone();
         let mut rate_limit = self.rate_limit.validate(path, here)?;
-        let policy = CallbackPolicy::new(self.policy.callback_hosts.as_deref())
+        let policy = CallbackPolicy::new(
+            self.policy.callback_hosts.as_deref(),
+            self.policy.allow_http_callbacks,
+        )
             .map_err(|e| ConfigError::at(path, "policy.callback_hosts", e))?;
         let routes = validate_routes(path, &self.routes)?;
         let (callers, own_rates) = super::callers::validate(
@@ -58,14 +71,8 @@ impl RawListen {
             .allow_cidrs
             .iter()
             .map(|c| parse_cidr(c))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                ConfigError::at(
-                    path,
-                    "listen.allow_cidrs",
-                    "each entry must be a CIDR such as \"10.0.0.0/8\" or an IP address",
-                )
-            })?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| ConfigError::at(path, "listen.allow_cidrs", reason))?;
         if self.max_connections == 0 {
             return Err(ConfigError::at(
                 path,
@@ -107,12 +114,38 @@ impl RawListen {
     }
 }
 
-/// Accepts `10.0.0.0/8` or a bare address (a single host).
-fn parse_cidr(text: &str) -> Option<IpNet> {
-    text.parse::<IpNet>()
-        .ok()
-        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-        .map(|net| net.trunc())
+/// Accepts `10.0.0.0/8` or a bare address (a single host). A network with host bits set
+/// (`10.0.0.1/8`) is refused with the network it most likely means: reading it either way
+/// silently would trust more, or fewer, callers than the operator thinks.
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let net = match text.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => match text.parse::<std::net::IpAddr>() {
+            Ok(ip) => return Ok(IpNet::from(ip)),
+            Err(_) => {
+                return Err(format!(
+                    "{text:?} is not a CIDR such as \"10.0.0.0/8\" or an IP address"
+                ));
+            }
+        },
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "{text:?} has host bits set; did you mean \"{}\"?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// Whether two listeners would want the same port: the same address, or the same port with
+/// either one on the unspecified address of the other's family. Port 0 (the system picks
+/// one) never overlaps.
+fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip()
+            || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
 }
 
 fn socket_addr(path: &Path, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
