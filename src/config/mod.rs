@@ -15,6 +15,7 @@ mod limits;
 pub mod raw;
 mod tls;
 mod validate;
+mod warnings;
 
 use std::fmt;
 use std::net::SocketAddr;
