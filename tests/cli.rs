@@ -284,3 +284,37 @@ fn the_man_page_renders_without_warnings_and_covers_every_subcommand() {
         "man/groff warned:\n{rendered}"
     );
 }
+
+/// A config that runs but likely not as meant: `check` passes (exit 0) and says why on stderr,
+/// one line per finding naming its keys; the gateway logs the same at start.
+#[test]
+fn check_warns_about_surprises_and_still_passes() {
+    let config = format!(
+        "{MINIMAL}[listen]\nallow_cidrs = [\"0.0.0.0/0\"]\n\
+         [rate_limit]\nmax_wait = \"10s\"\nper_caller = {{ per_second = 50, burst = 10 }}\n"
+    );
+    let (out, _s) = run(&["check"], Some(&config), Some("tok"));
+    assert_exit(&out, 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].contains("gw.toml: warning: listen.allow_cidrs: 0.0.0.0/0 trusts every IPv4 peer"),
+        "{stderr}"
+    );
+    assert!(lines[1].contains("warning: rate_limit.per_caller: 50/s (burst 10) is above rate_limit.global's 20/s (burst 40)"), "{stderr}");
+    assert!(
+        lines[2].contains(
+            "warning: rate_limit.max_wait: 10s is not below upstream.request_timeout (10s)"
+        ),
+        "{stderr}"
+    );
+
+    let (out, _s) = run(&["check"], Some(MINIMAL), Some("tok"));
+    assert_exit(&out, 0);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -81,7 +81,9 @@ fn may_hold_secret(key: &str) -> bool {
     key.starts_with("token")
         || key.contains("redis_url")
         || key.starts_with("upstream.proxy")
-        || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-[]".contains(&b))
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-[]".contains(&b))
 }
 
 /// serde's type names in the words of someone editing a TOML file: `usize` is "a whole

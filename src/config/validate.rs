@@ -36,7 +36,7 @@ impl RawConfig {
             self.policy.callback_hosts.as_deref(),
             self.policy.allow_http_callbacks,
         )
-            .map_err(|e| ConfigError::at(path, "policy.callback_hosts", e))?;
+        .map_err(|e| ConfigError::at(path, "policy.callback_hosts", e))?;
         let routes = validate_routes(path, &self.routes)?;
         let (callers, own_rates) = super::callers::validate(
             path,

@@ -111,7 +111,9 @@ mod tests {
         );
         assert!(warnings[0].contains("0.0.0.0/0 trusts every IPv4 peer"));
         assert!(warnings[1].contains("::/0 trusts every IPv6 peer"));
-        assert!(warnings[2].contains("30/s (burst 10) is above rate_limit.global's 20/s (burst 40)"));
+        assert!(
+            warnings[2].contains("30/s (burst 10) is above rate_limit.global's 20/s (burst 40)")
+        );
         assert!(warnings[4].contains("10s is not below upstream.request_timeout (10s)"));
     }
 }

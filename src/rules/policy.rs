@@ -99,8 +99,11 @@ mod tests {
     use super::*;
 
     fn policy() -> CallbackPolicy {
-        CallbackPolicy::new(Some(&["app.example.com".into(), "*.example.org".into()]), false)
-            .unwrap()
+        CallbackPolicy::new(
+            Some(&["app.example.com".into(), "*.example.org".into()]),
+            false,
+        )
+        .unwrap()
     }
 
     #[test]
