@@ -170,6 +170,13 @@ fn help_and_usage_errors() {
     }
     let (out, _s) = run(&["frobnicate"], None, None);
     assert_exit(&out, 2);
+    // `demo` reads no config: its help offers no option it would ignore.
+    let (out, _s) = run(&["demo", "--help"], None, None);
+    assert_exit(&out, 0);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(!help.contains("--config"), "{help}");
+    let (out, _s) = run(&["demo", "--config", "x.toml"], None, None);
+    assert_exit(&out, 2);
 }
 
 /// `demo` serves a 200 through a mock, prints the access-log line without the
@@ -184,8 +191,29 @@ async fn demo_runs_the_whole_job() {
         .unwrap();
     let output = Lines::from_stream(child.stdout.take().unwrap());
     let curl = output.wait_for("the curl line", HANG_GUARD, |l| {
-        l.trim_start().starts_with("curl ")
+        l.trim_start().starts_with("curl ") && l.contains("POST")
     });
+    // The admin listener serves while the demo does, at the address it printed.
+    let metrics_line = output.wait_for("the metrics curl line", HANG_GUARD, |l| {
+        l.trim_start().starts_with("curl ") && l.ends_with("/metrics")
+    });
+    let admin: std::net::SocketAddr = metrics_line
+        .trim_end_matches("/metrics")
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(admin_get(admin, "/readyz").await.status, 200);
+    let metrics = metrics(admin).await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "kwikid_gateway_requests_total{route=\"/verification/v2/digilocker/init\",status=\"200\",outcome=\"forwarded\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     let _ = child.kill();
     let _ = child.wait();
     let seen = output.all();
