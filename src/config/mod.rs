@@ -5,13 +5,15 @@
 //! the reason, so a secret pasted into the wrong key is never echoed back.
 //!
 //! - [`raw`]: the document as written; `check` prints it back.
-//! - `validate`: raw → typed, one rule per key.
+//! - `validate`: raw → typed, one rule per key (`listen`: the listeners and their addresses).
+//! - `warnings`: what runs but most likely not as meant (printed by `check`, logged at start).
 //! - [`error`]: the one-line [`ConfigError`].
 
 mod callers;
 mod egress;
 mod error;
 mod limits;
+mod listen;
 pub mod raw;
 mod tls;
 mod validate;
