@@ -1,5 +1,6 @@
-//! The one-line configuration error: file, key, line and reason; quoted values cut out of
-//! reasons that come from the parser, so a secret pasted into the wrong key is never echoed.
+//! The one-line configuration error: file, key, line and reason. Reasons that come from the
+//! parser are put in plain words, and their quoted values are cut out for keys that may hold
+//! a secret, so a secret pasted into the wrong key is never echoed.
 
 use std::fmt;
 use std::path::Path;
@@ -140,4 +141,55 @@ pub(super) fn one_line_without_values(reason: &str) -> String {
         out.push_str("…\"");
     }
     out.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_parser(key: &str, reason: &str) -> String {
+        ConfigError::new(Path::new("gw.toml"), Some(key.into()), Some(3), reason).to_string()
+    }
+
+    #[test]
+    fn parser_reasons_are_in_plain_words_with_the_value_where_no_secret_can_be() {
+        assert_eq!(
+            from_parser(
+                "listen.max_connections",
+                "invalid type: string \"many\", expected usize"
+            ),
+            "gw.toml: listen.max_connections (line 3): invalid type: string \"many\", expected a whole number"
+        );
+        assert_eq!(
+            from_parser("routes", "invalid type: string \"x\", expected a sequence"),
+            "gw.toml: routes (line 3): invalid type: string \"x\", expected a list"
+        );
+        assert_eq!(
+            from_parser(
+                "listen",
+                "invalid type: integer `1`, expected struct RawListen"
+            ),
+            "gw.toml: listen (line 3): invalid type: integer `1`, expected a table"
+        );
+    }
+
+    /// Guards against a token (or a URL with a password) pasted into a key that holds one
+    /// being echoed back in the error about it.
+    #[test]
+    fn values_of_keys_that_may_hold_a_secret_are_cut_out() {
+        for key in [
+            "token.env",
+            "token.file",
+            "rate_limit.redis_url",
+            "upstream.proxy",
+            "kwk_live_abc\"x",
+        ] {
+            let line = from_parser(
+                key,
+                "invalid type: string \"kwk_live_secret\", expected a map",
+            );
+            assert!(!line.contains("kwk_live_secret"), "{line}");
+            assert!(line.contains("\"…\""), "{line}");
+        }
+    }
 }
