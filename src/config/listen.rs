@@ -99,7 +99,9 @@ pub(super) fn socket_addr(path: &Path, key: &str, text: &str) -> Result<SocketAd
         ConfigError::at(
             path,
             key,
-            "must be an IP address and port such as \"127.0.0.1:8080\" or \"[::]:8080\"",
+            format!(
+                "{text:?} is not an IP address and port such as \"127.0.0.1:8080\" or \"[::]:8080\""
+            ),
         )
     })
 }

@@ -132,7 +132,7 @@ impl RawUpstream {
                     return Err(ConfigError::at(
                         path,
                         "upstream.http2",
-                        "must be \"auto\" or \"never\"",
+                        format!("{:?} is not \"auto\" or \"never\"", self.http2),
                     ));
                 }
             },
@@ -212,7 +212,10 @@ impl RawLog {
                 ConfigError::at(
                     path,
                     "log.level",
-                    "must be one of off, error, warn, info, debug, trace",
+                    format!(
+                        "{:?} is not one of off, error, warn, info, debug, trace",
+                        self.level
+                    ),
                 )
             })?;
         let format = match self.format.as_str() {
@@ -222,7 +225,7 @@ impl RawLog {
                 return Err(ConfigError::at(
                     path,
                     "log.format",
-                    "must be \"json\" or \"text\"",
+                    format!("{:?} is not \"json\" or \"text\"", self.format),
                 ));
             }
         };
