@@ -24,22 +24,35 @@ mod cli;
     after_help = "Try it with no KwikID account: kwikid-gateway demo"
 )]
 struct Cli {
-    /// The TOML config file.
-    #[arg(
-        long,
-        global = true,
-        env = "KWIKID_GATEWAY_CONFIG",
-        default_value = "config.toml"
-    )]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigPath,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--config`, on the commands that read a config (running, and `check`), so `demo --help`
+/// offers only what the demo uses. Before or after `check` alike.
+#[derive(clap::Args, Default)]
+struct ConfigPath {
+    /// The TOML config file [default: config.toml].
+    #[arg(long, env = "KWIKID_GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigPath {
+    fn or(self, outer: ConfigPath) -> PathBuf {
+        self.config
+            .or(outer.config)
+            .unwrap_or_else(|| PathBuf::from("config.toml"))
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Validate the config and the token source, print the effective config (token redacted).
     Check {
+        #[command(flatten)]
+        config: ConfigPath,
         /// Also connect to KwikID (DNS, TCP, the egress proxy, TLS) without sending a request;
         /// exit 2 with the cause when that fails.
         #[arg(long)]
@@ -77,8 +90,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        None => cli::run::run(&cli.config, &refused),
-        Some(Command::Check { connect }) => cli::check::check(&cli.config, connect, &refused),
+        None => cli::run::run(&cli.config.or(ConfigPath::default()), &refused),
+        Some(Command::Check { config, connect }) => {
+            cli::check::check(&config.or(cli.config), connect, &refused)
+        }
         Some(Command::Demo) => cli::runtime().map_or(ExitCode::from(1), |rt| {
             rt.block_on(cli::demo::run(&refused))
         }),

@@ -48,6 +48,27 @@ fn a_bad_config_is_one_line_naming_the_key() {
             format!("{MINIMAL}[listen]\nallow_cidrs = [\"10.0.0.0/33\"]\n"),
             "listen.allow_cidrs",
         ),
+        // Host bits set: refused with the network it most likely means, value shown.
+        (
+            format!("{MINIMAL}[listen]\nallow_cidrs = [\"10.0.0.1/8\"]\n"),
+            "listen.allow_cidrs: \"10.0.0.1/8\" has host bits set; did you mean \"10.0.0.0/8\"?",
+        ),
+        // Both listeners on one port would fail at bind time; `check` says so first.
+        (
+            format!(
+                "{MINIMAL}[listen]\naddr = \"0.0.0.0:8080\"\n[admin]\naddr = \"127.0.0.1:8080\"\n"
+            ),
+            "listen.addr, admin.addr: 0.0.0.0:8080 and 127.0.0.1:8080 share a port",
+        ),
+        // The operator's words, and the value, for a key that cannot hold a secret.
+        (
+            format!("{MINIMAL}[listen]\nmax_connections = \"many\"\n"),
+            "listen.max_connections (line 4): invalid type: string \"many\", expected a whole number",
+        ),
+        (
+            format!("{MINIMAL}[listen]\nmax_connections = -3\n"),
+            "expected a whole number",
+        ),
         (
             format!("{MINIMAL}[[routes]]\nmethod = \"POST\"\npath = \"/a/../b\"\n"),
             "routes[0].path",
@@ -149,6 +170,13 @@ fn help_and_usage_errors() {
     }
     let (out, _s) = run(&["frobnicate"], None, None);
     assert_exit(&out, 2);
+    // `demo` reads no config: its help offers no option it would ignore.
+    let (out, _s) = run(&["demo", "--help"], None, None);
+    assert_exit(&out, 0);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(!help.contains("--config"), "{help}");
+    let (out, _s) = run(&["demo", "--config", "x.toml"], None, None);
+    assert_exit(&out, 2);
 }
 
 /// `demo` serves a 200 through a mock, prints the access-log line without the
@@ -163,8 +191,29 @@ async fn demo_runs_the_whole_job() {
         .unwrap();
     let output = Lines::from_stream(child.stdout.take().unwrap());
     let curl = output.wait_for("the curl line", HANG_GUARD, |l| {
-        l.trim_start().starts_with("curl ")
+        l.trim_start().starts_with("curl ") && l.contains("POST")
     });
+    // The admin listener serves while the demo does, at the address it printed.
+    let metrics_line = output.wait_for("the metrics curl line", HANG_GUARD, |l| {
+        l.trim_start().starts_with("curl ") && l.ends_with("/metrics")
+    });
+    let admin: std::net::SocketAddr = metrics_line
+        .trim_end_matches("/metrics")
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(admin_get(admin, "/readyz").await.status, 200);
+    let metrics = metrics(admin).await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "kwikid_gateway_requests_total{route=\"/verification/v2/digilocker/init\",status=\"200\",outcome=\"forwarded\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     let _ = child.kill();
     let _ = child.wait();
     let seen = output.all();
@@ -261,5 +310,39 @@ fn the_man_page_renders_without_warnings_and_covers_every_subcommand() {
     assert!(
         !rendered.contains("warning"),
         "man/groff warned:\n{rendered}"
+    );
+}
+
+/// A config that runs but likely not as meant: `check` passes (exit 0) and says why on stderr,
+/// one line per finding naming its keys; the gateway logs the same at start.
+#[test]
+fn check_warns_about_surprises_and_still_passes() {
+    let config = format!(
+        "{MINIMAL}[listen]\nallow_cidrs = [\"0.0.0.0/0\"]\n\
+         [rate_limit]\nmax_wait = \"10s\"\nper_caller = {{ per_second = 50, burst = 10 }}\n"
+    );
+    let (out, _s) = run(&["check"], Some(&config), Some("tok"));
+    assert_exit(&out, 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].contains("gw.toml: warning: listen.allow_cidrs: 0.0.0.0/0 trusts every IPv4 peer"),
+        "{stderr}"
+    );
+    assert!(lines[1].contains("warning: rate_limit.per_caller: 50/s (burst 10) is above rate_limit.global's 20/s (burst 40)"), "{stderr}");
+    assert!(
+        lines[2].contains(
+            "warning: rate_limit.max_wait: 10s is not below upstream.request_timeout (10s)"
+        ),
+        "{stderr}"
+    );
+
+    let (out, _s) = run(&["check"], Some(MINIMAL), Some("tok"));
+    assert_exit(&out, 0);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

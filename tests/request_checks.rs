@@ -197,6 +197,37 @@ async fn callback_policy_gets_422() {
     assert_eq!(upstream.mock().received().len(), 3);
 }
 
+/// Row 5, without `callback_hosts`: any https host, never plain http (KwikID asks for HTTPS
+/// callbacks in production) unless `allow_http_callbacks` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_callbacks_need_allow_http_callbacks() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&upstream.config(""));
+    for url in ["http://app.example.com/cb", "javascript:alert(1)", "/cb"] {
+        init(gw.addr, &format!("{{\"callback_url\":\"{url}\"}}"))
+            .await
+            .assert_error(422, "callback_not_allowed");
+    }
+    let https = init(gw.addr, r#"{"callback_url":"https://any.example/cb"}"#).await;
+    assert_eq!(https.status, 200);
+    assert_eq!(upstream.mock().received().len(), 1);
+
+    // Every peer trusted: allowed, and warned about at start, naming the key.
+    let open = Gateway::start(&upstream.config(
+        "[policy]\nallow_http_callbacks = true\n[listen]\naddr = \"127.0.0.1:0\"\nallow_cidrs = [\"0.0.0.0/0\"]\n",
+    ));
+    let warning = open.stderr.wait_for("the config warning", HANG_GUARD, |l| {
+        l.contains("listen.allow_cidrs: 0.0.0.0/0 trusts every IPv4 peer")
+    });
+    assert!(
+        warning.contains("WARN") || warning.contains("\"warn"),
+        "{warning}"
+    );
+    let http = init(open.addr, r#"{"callback_url":"http://app.example.com/cb"}"#).await;
+    assert_eq!(http.status, 200);
+    assert_eq!(upstream.mock().received().len(), 2);
+}
+
 /// Row 6: the caller's bucket first, then the global one; 429 with a whole-second
 /// Retry-After of at least 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,9 @@ pub(crate) fn check(path: &Path, connect: bool, refused: &[Refused]) -> ExitCode
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    for warning in config.warnings() {
+        eprintln!("{}: warning: {warning}", path.display());
+    }
     if config.rate_limit.redis.is_some()
         && let Err(reason) = reach_redis(&config)
     {

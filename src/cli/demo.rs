@@ -1,8 +1,8 @@
 //! `kwikid-gateway demo`: the gateway's whole job on one machine with no KwikID account.
 //!
 //! A mock KwikID serves HTTPS with a throwaway certificate on loopback; the gateway sits in
-//! front of it with a demo token; one sample init goes through; then both serve until Ctrl-C
-//! so the printed `curl` line can be pasted.
+//! front of it with a demo token, with its admin listener (`/metrics`, `/readyz`); one sample
+//! init goes through; then both serve until Ctrl-C so the printed `curl` lines can be pasted.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -85,6 +85,8 @@ async fn demo(refused: &[Refused]) -> Result<(), String> {
 
     let listener = bind(&config.listen.addr.to_string()).await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let admin_listener = bind(&config.admin.addr.to_string()).await?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
     let (lines_tx, lines) = mpsc::channel();
     let gateway = Gateway::new(config, &token, AccessLog::to_writer(LineTap(lines_tx)))
         .map_err(|e| e.to_string())?;
@@ -93,6 +95,13 @@ async fn demo(refused: &[Refused]) -> Result<(), String> {
         gateway.clone(),
         server::shutdown_signal(),
     ));
+    let admin = tokio::spawn(kwikid_gateway::admin::serve(
+        admin_listener,
+        gateway.clone(),
+    ));
+    gateway
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
 
     println!("kwikid-gateway demo");
     println!(
@@ -103,6 +112,7 @@ async fn demo(refused: &[Refused]) -> Result<(), String> {
         "  gateway      http://{addr}  token_id {}",
         token.fingerprint()
     );
+    println!("  admin        http://{admin_addr}  (/metrics, /readyz, /healthz)");
     println!();
     println!("→ POST {}  {SAMPLE_BODY}", route::DIGILOCKER_INIT);
     let (status, body) = send_sample(addr).await?;
@@ -118,6 +128,7 @@ async fn demo(refused: &[Refused]) -> Result<(), String> {
         "  curl -sS -X POST http://{addr}{} -H 'content-type: application/json' -H 'x-caller-id: my-service' -d '{{\"handshake_id\":\"session-12345\"}}'",
         route::DIGILOCKER_INIT
     );
+    println!("  curl -sS http://{admin_addr}/metrics");
     println!();
     let _ = std::io::stdout().flush();
     // Later access-log lines go straight to stdout, as in production.
@@ -129,6 +140,7 @@ async fn demo(refused: &[Refused]) -> Result<(), String> {
     });
 
     let _ = serving.await;
+    admin.abort();
     gateway.access_log.close();
     mock.stop().await;
     Ok(())

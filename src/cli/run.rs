@@ -20,6 +20,9 @@ pub(crate) fn run(path: &Path, refused: &[Refused]) -> ExitCode {
     };
     logging::init(&config.log);
     hardening::warn(refused);
+    for warning in config.warnings() {
+        tracing::warn!(path = %path.display(), "config: {warning}");
+    }
     let Some(runtime) = super::runtime() else {
         return ExitCode::from(1);
     };

@@ -30,7 +30,7 @@ impl RawRateLimit {
                 return Err(ConfigError::at(
                     path,
                     "rate_limit.backend",
-                    "must be \"local\" or \"redis\"",
+                    format!("{:?} is not \"local\" or \"redis\"", self.backend),
                 ));
             }
         };
@@ -96,7 +96,10 @@ impl RawRateLimit {
                 return Err(ConfigError::at(
                     path,
                     "rate_limit.on_redis_error",
-                    "must be \"local\", \"allow\" or \"deny\"",
+                    format!(
+                        "{:?} is not one of \"local\", \"allow\" or \"deny\"",
+                        self.on_redis_error
+                    ),
                 ));
             }
         };

@@ -1,20 +1,25 @@
 //! Configuration: TOML as written (`Raw*`, every key defaulted and unknown keys refused), then
 //! validated into [`Config`], the form the rest of the gateway uses.
 //!
-//! Errors are one line naming the file, the key and the reason. Quoted values are cut out of
-//! the reason, so a secret pasted into the wrong key is never echoed back.
+//! Errors are one line naming the file, the key and the reason, in the words of someone editing
+//! TOML ("a whole number", not `usize`). The value is shown for keys that cannot hold a secret;
+//! for the others (the token's source, URLs that can carry credentials, a key the parser could
+//! not name) quoted values are cut out, so a secret pasted into the wrong key is never echoed.
 //!
 //! - [`raw`]: the document as written; `check` prints it back.
-//! - `validate`: raw → typed, one rule per key.
+//! - `validate`: raw → typed, one rule per key (`listen`: the listeners and their addresses).
+//! - `warnings`: what runs but most likely not as meant (printed by `check`, logged at start).
 //! - [`error`]: the one-line [`ConfigError`].
 
 mod callers;
 mod egress;
 mod error;
 mod limits;
+mod listen;
 pub mod raw;
 mod tls;
 mod validate;
+mod warnings;
 
 use std::fmt;
 use std::net::SocketAddr;

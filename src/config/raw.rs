@@ -213,6 +213,8 @@ pub struct RawCaller {
 pub struct RawPolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_hosts: Option<Vec<String>>,
+    /// Lets `http://` callbacks through; off by default (SPEC §3 `[policy]`).
+    pub allow_http_callbacks: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

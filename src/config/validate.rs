@@ -1,11 +1,10 @@
 //! Raw → typed: what types alone cannot check, each error naming its key.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use http::{Method, Uri};
-use ipnet::IpNet;
 
+use super::listen::{overlap, socket_addr};
 use super::*;
 use crate::rules::route;
 
@@ -17,13 +16,26 @@ impl RawConfig {
         let admin = Admin {
             addr: socket_addr(path, "admin.addr", &self.admin.addr)?,
         };
+        if overlap(listen.addr, admin.addr) {
+            return Err(ConfigError::at(
+                path,
+                "listen.addr, admin.addr",
+                format!(
+                    "{} and {} share a port; the admin listener needs its own",
+                    listen.addr, admin.addr
+                ),
+            ));
+        }
         let upstream = self.upstream.validate(path, here)?;
         let warn_before_expiry = self.token.warn_before_expiry;
         let token = self.token.validate(path, here)?;
         let unknown_callers = self.rate_limit.unknown_callers.clone();
         let mut rate_limit = self.rate_limit.validate(path, here)?;
-        let policy = CallbackPolicy::new(self.policy.callback_hosts.as_deref())
-            .map_err(|e| ConfigError::at(path, "policy.callback_hosts", e))?;
+        let policy = CallbackPolicy::new(
+            self.policy.callback_hosts.as_deref(),
+            self.policy.allow_http_callbacks,
+        )
+        .map_err(|e| ConfigError::at(path, "policy.callback_hosts", e))?;
         let routes = validate_routes(path, &self.routes)?;
         let (callers, own_rates) = super::callers::validate(
             path,
@@ -46,91 +58,6 @@ impl RawConfig {
             log: self.log.validate(path)?,
         })
     }
-}
-
-impl RawListen {
-    fn validate(self, path: &Path, here: &Path) -> Result<Listen, ConfigError> {
-        let tls = match &self.tls {
-            None => None,
-            Some(tls) => Some(tls.validate(path, here)?),
-        };
-        let allow_cidrs = self
-            .allow_cidrs
-            .iter()
-            .map(|c| parse_cidr(c))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                ConfigError::at(
-                    path,
-                    "listen.allow_cidrs",
-                    "each entry must be a CIDR such as \"10.0.0.0/8\" or an IP address",
-                )
-            })?;
-        if self.max_connections == 0 {
-            return Err(ConfigError::at(
-                path,
-                "listen.max_connections",
-                "must be at least 1",
-            ));
-        }
-        if self.max_body_bytes == 0 {
-            return Err(ConfigError::at(
-                path,
-                "listen.max_body_bytes",
-                "must be at least 1",
-            ));
-        }
-        if self.max_concurrent_streams == 0 {
-            return Err(ConfigError::at(
-                path,
-                "listen.max_concurrent_streams",
-                "must be at least 1",
-            ));
-        }
-        if self.header_read_timeout.is_zero() {
-            return Err(ConfigError::at(
-                path,
-                "listen.header_read_timeout",
-                "must be longer than 0s",
-            ));
-        }
-        if self.idle_timeout.is_zero() {
-            return Err(ConfigError::at(
-                path,
-                "listen.idle_timeout",
-                "must be longer than 0s",
-            ));
-        }
-        Ok(Listen {
-            addr: socket_addr(path, "listen.addr", &self.addr)?,
-            allow_cidrs,
-            max_connections: self.max_connections,
-            header_read_timeout: self.header_read_timeout,
-            max_body_bytes: self.max_body_bytes,
-            shutdown_grace: self.shutdown_grace,
-            idle_timeout: self.idle_timeout,
-            max_concurrent_streams: self.max_concurrent_streams,
-            tls,
-        })
-    }
-}
-
-/// Accepts `10.0.0.0/8` or a bare address (a single host).
-fn parse_cidr(text: &str) -> Option<IpNet> {
-    text.parse::<IpNet>()
-        .ok()
-        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-        .map(|net| net.trunc())
-}
-
-fn socket_addr(path: &Path, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse().map_err(|_| {
-        ConfigError::at(
-            path,
-            key,
-            "must be an IP address and port such as \"127.0.0.1:8080\" or \"[::]:8080\"",
-        )
-    })
 }
 
 impl RawUpstream {
@@ -205,7 +132,7 @@ impl RawUpstream {
                     return Err(ConfigError::at(
                         path,
                         "upstream.http2",
-                        "must be \"auto\" or \"never\"",
+                        format!("{:?} is not \"auto\" or \"never\"", self.http2),
                     ));
                 }
             },
@@ -285,7 +212,10 @@ impl RawLog {
                 ConfigError::at(
                     path,
                     "log.level",
-                    "must be one of off, error, warn, info, debug, trace",
+                    format!(
+                        "{:?} is not one of off, error, warn, info, debug, trace",
+                        self.level
+                    ),
                 )
             })?;
         let format = match self.format.as_str() {
@@ -295,7 +225,7 @@ impl RawLog {
                 return Err(ConfigError::at(
                     path,
                     "log.format",
-                    "must be \"json\" or \"text\"",
+                    format!("{:?} is not \"json\" or \"text\"", self.format),
                 ));
             }
         };

@@ -68,7 +68,7 @@ mod tests {
 
     async fn checked(hosts: &[&str], callback_url: Option<&str>) -> Result<Answer, Reject> {
         let hosts: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
-        let policy = CallbackPolicy::new(Some(&hosts)).unwrap();
+        let policy = CallbackPolicy::new(Some(&hosts), false).unwrap();
         let body = JsonBody {
             callback_url: callback_url.map(Into::into),
             ..JsonBody::default()

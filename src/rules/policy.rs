@@ -1,11 +1,17 @@
-//! `[policy] callback_hosts`: where KwikID may send the user back to.
+//! `[policy]`: where KwikID may send the user back to.
 
 use http::Uri;
 
-/// The allowed callback hosts; `None` allows any `callback_url`.
+/// Which `callback_url` values may reach KwikID (SPEC §3 `[policy]`). A callback is always a
+/// URL with a host and no user info; it is `https` unless `allow_http_callbacks` (KwikID's
+/// page asks for HTTPS callbacks in production); with `callback_hosts` its host must also be
+/// one of them. The default refuses `http://`: a plain-HTTP callback would carry the user's
+/// journey in clear.
 #[derive(Debug, Clone, Default)]
 pub struct CallbackPolicy {
+    /// `None`: any host.
     hosts: Option<Vec<HostPattern>>,
+    allow_http: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,9 +22,13 @@ enum HostPattern {
 }
 
 impl CallbackPolicy {
-    pub fn new(hosts: Option<&[String]>) -> Result<Self, String> {
+    /// Errors: an entry of `hosts` that is not a host name (optionally `*.`-prefixed).
+    pub fn new(hosts: Option<&[String]>, allow_http: bool) -> Result<Self, String> {
         let Some(hosts) = hosts else {
-            return Ok(Self::default());
+            return Ok(Self {
+                hosts: None,
+                allow_http,
+            });
         };
         let patterns = hosts
             .iter()
@@ -45,27 +55,35 @@ impl CallbackPolicy {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             hosts: Some(patterns),
+            allow_http,
         })
     }
 
-    /// Whether `callback_url` may be sent to KwikID: with hosts configured, it must be an
-    /// `https` URL whose host (case-insensitive, port ignored) matches one of them.
+    /// Whether `callback_url` may be sent to KwikID. No callback (absent or `null`) always
+    /// may: the account's default applies. Otherwise it must be an `https` URL (or `http`
+    /// with `allow_http_callbacks`) with a host and no user info, and with hosts configured
+    /// its host (case-insensitive, port ignored) must match one of them.
     pub fn allows(&self, callback_url: Option<&str>) -> bool {
-        let (Some(hosts), Some(url)) = (&self.hosts, callback_url) else {
+        let Some(url) = callback_url else {
             return true;
         };
         let Ok(uri) = url.parse::<Uri>() else {
             return false;
         };
-        if uri.scheme_str() != Some("https") {
-            return false;
+        match uri.scheme_str() {
+            Some("https") => {}
+            Some("http") if self.allow_http => {}
+            _ => return false,
         }
         let Some(authority) = uri.authority() else {
             return false;
         };
-        if authority.as_str().contains('@') {
+        if authority.as_str().contains('@') || authority.host().is_empty() {
             return false;
         }
+        let Some(hosts) = &self.hosts else {
+            return true;
+        };
         let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
         hosts.iter().any(|pattern| match pattern {
             HostPattern::Exact(h) => host == *h,
@@ -81,12 +99,39 @@ mod tests {
     use super::*;
 
     fn policy() -> CallbackPolicy {
-        CallbackPolicy::new(Some(&["app.example.com".into(), "*.example.org".into()])).unwrap()
+        CallbackPolicy::new(
+            Some(&["app.example.com".into(), "*.example.org".into()]),
+            false,
+        )
+        .unwrap()
     }
 
     #[test]
-    fn no_hosts_allows_everything() {
-        assert!(CallbackPolicy::default().allows(Some("http://anything")));
+    fn no_hosts_allows_any_https_host_only() {
+        let p = CallbackPolicy::default();
+        assert!(p.allows(Some("https://anything.example/cb")));
+        for url in [
+            "http://anything.example/cb",
+            "javascript:alert(1)",
+            "ftp://anything.example/",
+            "https://user@anything.example/",
+            "/relative/cb",
+            "not a url",
+            "",
+        ] {
+            assert!(!p.allows(Some(url)), "{url}");
+        }
+    }
+
+    #[test]
+    fn allow_http_callbacks_lets_plain_http_through_and_nothing_else() {
+        let any = CallbackPolicy::new(None, true).unwrap();
+        assert!(any.allows(Some("http://anything.example/cb")));
+        assert!(any.allows(Some("https://anything.example/cb")));
+        assert!(!any.allows(Some("javascript:alert(1)")));
+        let listed = CallbackPolicy::new(Some(&["app.example.com".into()]), true).unwrap();
+        assert!(listed.allows(Some("http://app.example.com/cb")));
+        assert!(!listed.allows(Some("http://evil.example/cb")));
     }
 
     #[test]
@@ -121,8 +166,8 @@ mod tests {
 
     #[test]
     fn bad_entries_are_refused() {
-        assert!(CallbackPolicy::new(Some(&["https://x".into()])).is_err());
-        assert!(CallbackPolicy::new(Some(&["".into()])).is_err());
+        assert!(CallbackPolicy::new(Some(&["https://x".into()]), false).is_err());
+        assert!(CallbackPolicy::new(Some(&["".into()]), false).is_err());
     }
 
     /// Guards against `*.example.org` letting through a host that is only the suffix itself
