@@ -99,9 +99,7 @@ async fn demo(refused: &[Refused]) -> Result<(), String> {
         admin_listener,
         gateway.clone(),
     ));
-    gateway
-        .ready
-        .store(true, std::sync::atomic::Ordering::Release);
+    gateway.set_ready(true);
 
     println!("kwikid-gateway demo");
     println!(
