@@ -30,9 +30,9 @@ struct Cli {
     command: Option<Command>,
 }
 
-/// `--config`, on the commands that read a config (running, and `check`), so `demo --help`
-/// offers only what the demo uses. Before or after `check` alike.
-#[derive(clap::Args, Default)]
+/// `--config` for running; `check` takes it before or after its name. Only the commands that
+/// read a config take it, so `demo --help` offers only what the demo uses.
+#[derive(clap::Args)]
 struct ConfigPath {
     /// The TOML config file [default: config.toml].
     #[arg(long, env = "KWIKID_GATEWAY_CONFIG")]
@@ -40,9 +40,12 @@ struct ConfigPath {
 }
 
 impl ConfigPath {
-    fn or(self, outer: ConfigPath) -> PathBuf {
-        self.config
-            .or(outer.config)
+    /// The file to read: `given` (a `--config` after the subcommand's name) first, then this
+    /// one (given before it, or the variable), then `./config.toml`. The variable is read
+    /// here only, so it never wins over a `--config` on either side.
+    fn resolve(self, given: Option<PathBuf>) -> PathBuf {
+        given
+            .or(self.config)
             .unwrap_or_else(|| PathBuf::from("config.toml"))
     }
 }
@@ -51,8 +54,9 @@ impl ConfigPath {
 enum Command {
     /// Validate the config and the token source, print the effective config (token redacted).
     Check {
-        #[command(flatten)]
-        config: ConfigPath,
+        /// The TOML config file [default: config.toml, or $KWIKID_GATEWAY_CONFIG].
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Also connect to KwikID (DNS, TCP, the egress proxy, TLS) without sending a request;
         /// exit 2 with the cause when that fails.
         #[arg(long)]
@@ -90,9 +94,9 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        None => cli::run::run(&cli.config.or(ConfigPath::default()), &refused),
+        None => cli::run::run(&cli.config.resolve(None), &refused),
         Some(Command::Check { config, connect }) => {
-            cli::check::check(&config.or(cli.config), connect, &refused)
+            cli::check::check(&cli.config.resolve(config), connect, &refused)
         }
         Some(Command::Demo) => cli::runtime().map_or(ExitCode::from(1), |rt| {
             rt.block_on(cli::demo::run(&refused))

@@ -93,6 +93,15 @@ async fn kwikid_gateway_config_names_the_config_file() {
             .unwrap()
     };
     assert_exit(&check(&config_path, &decoy), 0);
+    // Given before `check` too: the variable never wins over an explicit `--config`.
+    let out = gateway_with_token()
+        .arg("--config")
+        .arg(&config_path)
+        .arg("check")
+        .env("KWIKID_GATEWAY_CONFIG", &decoy)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
     let out = check(&decoy, &config_path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_exit(&out, 2);
