@@ -78,10 +78,11 @@ async fn tls_runs_inside_the_tunnel_and_the_proxy_never_sees_the_token() {
     assert_eq!(heads.len(), 1, "one tunnel: {heads:?}");
     let target = format!("localhost:{}", upstream.addr.port());
     let basic = STANDARD.encode(format!("{PROXY_USER}:{PROXY_PASSWORD}"));
+    // hyper writes header names in lower case (names are case-insensitive, RFC 9110 §5.1).
     assert_eq!(
         heads[0],
         format!(
-            "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic {basic}"
+            "CONNECT {target} HTTP/1.1\r\nhost: {target}\r\nproxy-authorization: Basic {basic}"
         )
     );
     let (up, down) = proxy.relayed();
@@ -138,7 +139,7 @@ async fn https_proxy_from_the_environment_is_used_unless_no_proxy_names_the_host
     assert_eq!(proxy.heads().len(), 1);
     let basic = STANDARD.encode(format!("{PROXY_USER}:{PROXY_PASSWORD}"));
     assert!(
-        proxy.heads()[0].ends_with(&format!("\r\nProxy-Authorization: Basic {basic}")),
+        proxy.heads()[0].ends_with(&format!("\r\nproxy-authorization: Basic {basic}")),
         "{:?}",
         proxy.heads()
     );
