@@ -98,6 +98,12 @@ start_proxy() {
     fi
 }
 
+# Voluntary + involuntary context switches of every thread of PID $1 so far.
+context_switches() {
+    cat /proc/"$1"/task/*/status 2>/dev/null |
+        awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }'
+}
+
 say "$who: syscalls and context switches per request ($requests requests)"
 start_proxy
 load 1000 warm-up
@@ -111,8 +117,26 @@ if command -v perf >/dev/null &&
     wait "$perf_pid" 2>/dev/null || true
     awk -F, -v n="$requests" '/raw_syscalls/ { printf "syscalls per request: %.2f\n", $1 / n }
         /context-switches/ { printf "context switches per request: %.2f\n", $1 / n }' "$work/perf.txt"
+elif command -v strace >/dev/null; then
+    # Without perf: strace counts every syscall of every thread (slower, the same counts),
+    # and the kernel's own per-thread counters give the context switches.
+    ctx_before=$(context_switches "$serving_pid")
+    strace -f -c -o "$work/strace.txt" -p "$serving_pid" 2>/dev/null &
+    strace_pid=$!
+    sleep 1
+    load "$requests"
+    ctx_after=$(context_switches "$serving_pid")
+    kill -INT "$strace_pid" 2>/dev/null || true
+    wait "$strace_pid" 2>/dev/null || true
+    # strace -c rows: % time, seconds, usecs/call, calls, [errors], syscall.
+    awk -v n="$requests" '$1 ~ /^[0-9.]+$/ && $NF != "total" { total += $4 }
+        END { printf "syscalls per request: %.2f\n", total / n }' "$work/strace.txt"
+    awk -v n="$requests" -v c=$((ctx_after - ctx_before)) \
+        'BEGIN { printf "context switches per request: %.2f (under strace)\n", c / n }'
+    awk -v n="$requests" '$1 ~ /^[0-9.]+$/ && $NF != "total" { printf "  %-16s %.2f\n", $NF, $4 / n }' \
+        "$work/strace.txt"
 else
-    say "perf unavailable: syscall counts skipped"
+    say "neither perf nor strace: syscall counts skipped"
 fi
 stop_pid "$proxy_pid"
 
