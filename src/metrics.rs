@@ -11,6 +11,7 @@
 //!   standard `process_*` names.
 
 pub mod format;
+mod hot;
 pub mod known;
 mod process;
 mod registry;
@@ -104,7 +105,9 @@ pub struct Metrics {
     /// The route label of requests that matched no route.
     no_route: Arc<str>,
     requests: Family<RequestLabels, Counter>,
+    hot_requests: hot::Hot<RequestLabels, Counter>,
     request_duration: Family<ClassLabel, Histogram, fn() -> Histogram>,
+    durations: hot::Classes,
     upstream_duration: Histogram,
     rate_limited: Family<ScopeLabel, Counter>,
     upstream_errors: Family<KindLabel, Counter>,
@@ -121,6 +124,7 @@ pub struct Metrics {
     /// The `caller` label of every caller that is not listed.
     other_caller: Arc<str>,
     caller_requests: Family<CallerLabels, Counter>,
+    hot_caller_requests: hot::Hot<CallerLabels, Counter>,
     token_expiry: Family<Unlabelled, Gauge>,
     upstream_auth_failures: Counter,
     tls_reloads: Family<ResultLabel, Counter>,
@@ -146,12 +150,17 @@ impl Metrics {
 
     /// One answered request of a listed caller (`None`: one that is not listed).
     pub fn caller_request(&self, caller: Option<&Arc<str>>, outcome: &'static str) {
-        self.caller_requests
-            .get_or_create(&CallerLabels {
-                caller: caller.unwrap_or(&self.other_caller).clone(),
-                outcome,
-            })
-            .inc();
+        let labels = CallerLabels {
+            caller: caller.unwrap_or(&self.other_caller).clone(),
+            outcome,
+        };
+        self.hot_caller_requests.with(
+            &labels,
+            |l| self.caller_requests.get_or_create(l).clone(),
+            |c| {
+                c.inc();
+            },
+        );
     }
 
     /// When the token in use expires; `None` removes the gauge.
@@ -197,16 +206,24 @@ impl Metrics {
         outcome: &'static str,
         duration: Duration,
     ) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.unwrap_or(&self.no_route).clone(),
-                status,
-                outcome,
-            })
-            .inc();
-        self.request_duration
-            .get_or_create(&ClassLabel {
-                class: class(outcome),
+        let labels = RequestLabels {
+            route: route.unwrap_or(&self.no_route).clone(),
+            status,
+            outcome,
+        };
+        self.hot_requests.with(
+            &labels,
+            |l| self.requests.get_or_create(l).clone(),
+            |c| {
+                c.inc();
+            },
+        );
+        let class = class(outcome);
+        self.durations
+            .get(class, || {
+                self.request_duration
+                    .get_or_create(&ClassLabel { class })
+                    .clone()
             })
             .observe(duration.as_secs_f64());
     }

@@ -26,7 +26,9 @@ impl Metrics {
         let metrics = Self {
             no_route: Arc::from("none"),
             requests: Family::default(),
+            hot_requests: hot::Hot::default(),
             request_duration: Family::new_with_constructor(latency_buckets as fn() -> Histogram),
+            durations: hot::Classes::default(),
             upstream_duration: latency_buckets(),
             rate_limited: Family::default(),
             upstream_errors: Family::default(),
@@ -42,6 +44,7 @@ impl Metrics {
             redis_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             other_caller: Arc::from(crate::rules::callers::OTHER),
             caller_requests: Family::default(),
+            hot_caller_requests: hot::Hot::default(),
             token_expiry: Family::default(),
             upstream_auth_failures: Counter::default(),
             tls_reloads: Family::default(),
