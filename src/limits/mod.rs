@@ -13,6 +13,7 @@ mod retry_after;
 pub use retry_after::upstream_retry_after;
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,27 @@ impl Scope {
     }
 }
 
+/// The in-process buckets' verdict when it needs no wait ([`RateLimits::acquire_now`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Now {
+    /// Both permits are taken.
+    Granted,
+    /// A bucket is empty for longer than `max_wait`.
+    Refused(Limited),
+    /// Redis decides, KwikID's hold is on, or a wait may end within `max_wait`:
+    /// [`RateLimits::acquire`] decides, from this stage.
+    Later(Stage),
+}
+
+/// How far a verdict got: which permits are already taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// None yet.
+    Caller,
+    /// The caller's; the account's is next.
+    Account,
+}
+
 /// A refusal: which bucket, and the whole seconds to put in `Retry-After` (≥ 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
@@ -57,7 +79,7 @@ pub struct RateLimits {
     shared: Option<(SharedBuckets, OnRedisError)>,
     /// Whether Redis answered last time, to log a fall-back and a recovery once each.
     redis_healthy: std::sync::atomic::AtomicBool,
-    per_caller: DefaultKeyedRateLimiter<String>,
+    per_caller: DefaultKeyedRateLimiter<Arc<str>>,
     per_caller_rate: Rate,
     /// Each listed caller's own bucket and rate, by its index in `[[callers]]`.
     listed: Vec<(DefaultDirectRateLimiter, Rate)>,
@@ -116,17 +138,59 @@ impl RateLimits {
         }
     }
 
-    /// Takes a permit from the caller's bucket, then from the account's: in Redis when it is
-    /// configured and answers, else as `on_redis_error` says. `listed` is the caller's index
-    /// in `[[callers]]`, if it is listed.
+    /// The in-process buckets' verdict when it needs no wait, taken in the request's own
+    /// call: most requests pass here, and a verdict that needs no waiting needs no future.
+    /// `listed` is the caller's index in `[[callers]]`, if it is listed.
+    pub fn acquire_now(&self, caller: &Arc<str>, listed: Option<usize>) -> Now {
+        if self.shared.is_some() {
+            return Now::Later(Stage::Caller);
+        }
+        let checked = match listed.and_then(|i| self.listed.get(i)) {
+            Some((own, _)) => own.check(),
+            None => self.per_caller.check_key(caller),
+        };
+        if let Err(not_until) = checked {
+            let wait = not_until.wait_time_from(self.clock.now());
+            return self.later_or_refused(wait, Scope::Caller, Stage::Caller);
+        }
+        if self.upstream_hold_until.load(Ordering::Relaxed) > self.epoch.elapsed().as_nanos() as u64
+        {
+            return Now::Later(Stage::Account);
+        }
+        match self.global.check() {
+            Ok(()) => Now::Granted,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                self.later_or_refused(wait, Scope::Global, Stage::Account)
+            }
+        }
+    }
+
+    /// Refused when the wait is longer than `max_wait` (as [`Self::acquire`] would), else
+    /// left to it.
+    fn later_or_refused(&self, wait: Duration, scope: Scope, stage: Stage) -> Now {
+        if wait > self.max_wait {
+            Now::Refused(Limited {
+                scope,
+                retry_after_secs: retry_after_secs(wait),
+            })
+        } else {
+            Now::Later(stage)
+        }
+    }
+
+    /// Takes a permit from the caller's bucket (unless `from` says it is taken), then from
+    /// the account's: in Redis when it is configured and answers, else as `on_redis_error`
+    /// says. `listed` is the caller's index in `[[callers]]`, if it is listed.
     pub async fn acquire(
         &self,
-        caller: &str,
+        caller: &Arc<str>,
         listed: Option<usize>,
         metrics: &Metrics,
+        from: Stage,
     ) -> Result<(), Limited> {
         let Some((shared, on_error)) = &self.shared else {
-            return self.acquire_local(caller, listed).await;
+            return self.acquire_local(caller, listed, from).await;
         };
         let rate = listed
             .and_then(|i| self.listed.get(i))
@@ -155,7 +219,7 @@ impl RateLimits {
                     metrics.limit_backend(fallback);
                 }
                 match on_error {
-                    OnRedisError::Local => self.acquire_local(caller, listed).await,
+                    OnRedisError::Local => self.acquire_local(caller, listed, Stage::Caller).await,
                     OnRedisError::Allow => Ok(()),
                     OnRedisError::Deny => Err(Limited {
                         scope: Scope::Global,
@@ -198,21 +262,29 @@ impl RateLimits {
         }
     }
 
-    /// The in-process buckets: the caller's (its own when it is listed), then the account's,
-    /// waiting up to `max_wait`.
-    async fn acquire_local(&self, caller: &str, listed: Option<usize>) -> Result<(), Limited> {
-        if let Some((own, _)) = listed.and_then(|i| self.listed.get(i)) {
-            if let Err(not_until) = own.check() {
-                let wait = not_until.wait_time_from(self.clock.now());
-                self.wait_for(wait, Scope::Caller, own.until_ready())
-                    .await?;
+    /// The in-process buckets: the caller's (its own when it is listed; skipped when `from`
+    /// says it is taken), then the account's, waiting up to `max_wait`.
+    async fn acquire_local(
+        &self,
+        caller: &Arc<str>,
+        listed: Option<usize>,
+        from: Stage,
+    ) -> Result<(), Limited> {
+        match (from, listed.and_then(|i| self.listed.get(i))) {
+            (Stage::Account, _) => {}
+            (Stage::Caller, Some((own, _))) => {
+                if let Err(not_until) = own.check() {
+                    let wait = not_until.wait_time_from(self.clock.now());
+                    self.wait_for(wait, Scope::Caller, own.until_ready())
+                        .await?;
+                }
             }
-        } else {
-            let key = caller.to_owned();
-            if let Err(not_until) = self.per_caller.check_key(&key) {
-                let wait = not_until.wait_time_from(self.clock.now());
-                self.wait_for(wait, Scope::Caller, self.per_caller.until_key_ready(&key))
-                    .await?;
+            (Stage::Caller, None) => {
+                if let Err(not_until) = self.per_caller.check_key(caller) {
+                    let wait = not_until.wait_time_from(self.clock.now());
+                    self.wait_for(wait, Scope::Caller, self.per_caller.until_key_ready(caller))
+                        .await?;
+                }
             }
         }
         self.wait_out_upstream_hold().await?;
@@ -341,9 +413,20 @@ mod tests {
             },
             Duration::ZERO,
         );
-        assert!(l.acquire_local("a", None).await.is_ok());
-        assert!(l.acquire_local("a", None).await.is_ok());
-        let refused = l.acquire_local("a", None).await.unwrap_err();
+        assert!(
+            l.acquire_local(&"a".into(), None, Stage::Caller)
+                .await
+                .is_ok()
+        );
+        assert!(
+            l.acquire_local(&"a".into(), None, Stage::Caller)
+                .await
+                .is_ok()
+        );
+        let refused = l
+            .acquire_local(&"a".into(), None, Stage::Caller)
+            .await
+            .unwrap_err();
         assert_eq!(
             refused,
             Limited {
@@ -352,7 +435,9 @@ mod tests {
             }
         );
         assert!(
-            l.acquire_local("b", None).await.is_ok(),
+            l.acquire_local(&"b".into(), None, Stage::Caller)
+                .await
+                .is_ok(),
             "another caller has its own bucket"
         );
     }
@@ -370,19 +455,31 @@ mod tests {
             },
             Duration::ZERO,
         );
-        assert!(l.acquire_local("a", None).await.is_ok());
+        assert!(
+            l.acquire_local(&"a".into(), None, Stage::Caller)
+                .await
+                .is_ok()
+        );
         for _ in 0..5 {
             assert_eq!(
-                l.acquire_local("a", None).await.unwrap_err().scope,
+                l.acquire_local(&"a".into(), None, Stage::Caller)
+                    .await
+                    .unwrap_err()
+                    .scope,
                 Scope::Caller
             );
         }
         assert!(
-            l.acquire_local("b", None).await.is_ok(),
+            l.acquire_local(&"b".into(), None, Stage::Caller)
+                .await
+                .is_ok(),
             "the global bucket still has one permit"
         );
         assert_eq!(
-            l.acquire_local("c", None).await.unwrap_err().scope,
+            l.acquire_local(&"c".into(), None, Stage::Caller)
+                .await
+                .unwrap_err()
+                .scope,
             Scope::Global
         );
     }
@@ -411,19 +508,62 @@ mod tests {
         })
         .unwrap();
         for _ in 0..3 {
-            assert!(l.acquire_local("orders-svc", Some(0)).await.is_ok());
+            assert!(
+                l.acquire_local(&"orders-svc".into(), Some(0), Stage::Caller)
+                    .await
+                    .is_ok()
+            );
         }
         assert_eq!(
-            l.acquire_local("orders-svc", Some(0))
+            l.acquire_local(&"orders-svc".into(), Some(0), Stage::Caller)
                 .await
                 .unwrap_err()
                 .scope,
             Scope::Caller
         );
         // Not listed under the same name: the per-caller store's bucket, with its own permit.
-        assert!(l.acquire_local("orders-svc", None).await.is_ok());
-        assert!(l.acquire_local("orders-svc", None).await.is_err());
+        assert!(
+            l.acquire_local(&"orders-svc".into(), None, Stage::Caller)
+                .await
+                .is_ok()
+        );
+        assert!(
+            l.acquire_local(&"orders-svc".into(), None, Stage::Caller)
+                .await
+                .is_err()
+        );
         assert_eq!(l.caller_keys(), 1, "a listed caller is not in the store");
+    }
+
+    /// Guards against the verdict taken without a future disagreeing with the awaited one:
+    /// refused at once past `max_wait`, and, when only the account's permit must be waited
+    /// for, the caller's (already taken) never taken twice.
+    #[tokio::test]
+    async fn a_verdict_without_waiting_matches_the_awaited_one() {
+        let a: Arc<str> = "a".into();
+        let l = limits(
+            Rate {
+                per_second: 1.0 / 60.0,
+                burst: 2,
+            },
+            Rate {
+                per_second: 1000.0,
+                burst: 1,
+            },
+            Duration::from_secs(1),
+        );
+        assert_eq!(l.acquire_now(&a, None), Now::Granted);
+        assert_eq!(l.acquire_now(&a, None), Now::Later(Stage::Account));
+        let metrics = Metrics::new();
+        l.acquire(&a, None, &metrics, Stage::Account)
+            .await
+            .expect("the account's next permit comes within 1 ms");
+        // Two permits of the caller's burst were taken, not three: the next waits a minute.
+        let Now::Refused(limited) = l.acquire_now(&a, None) else {
+            panic!("the caller's bucket is empty");
+        };
+        assert_eq!(limited.scope, Scope::Caller);
+        assert_eq!(limited.retry_after_secs, 60);
     }
 
     #[tokio::test]
@@ -439,9 +579,15 @@ mod tests {
             },
             Duration::from_millis(500),
         );
-        assert!(l.acquire_local("a", None).await.is_ok());
         assert!(
-            l.acquire_local("a", None).await.is_ok(),
+            l.acquire_local(&"a".into(), None, Stage::Caller)
+                .await
+                .is_ok()
+        );
+        assert!(
+            l.acquire_local(&"a".into(), None, Stage::Caller)
+                .await
+                .is_ok(),
             "the second permit comes within 50 ms"
         );
     }
@@ -461,7 +607,9 @@ mod tests {
         );
         l.hold_after_upstream_429(Duration::from_millis(1500)).await;
         assert_eq!(
-            l.acquire_local("a", None).await.unwrap_err(),
+            l.acquire_local(&"a".into(), None, Stage::Caller)
+                .await
+                .unwrap_err(),
             Limited {
                 scope: Scope::Upstream,
                 retry_after_secs: 2
@@ -495,7 +643,9 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             for i in 0..100 {
-                l.acquire_local(&format!("c{i}"), None).await.unwrap();
+                l.acquire_local(&format!("c{i}").into(), None, Stage::Caller)
+                    .await
+                    .unwrap();
             }
         });
         assert_eq!(l.caller_keys(), 100);

@@ -95,14 +95,14 @@ where
         let AccessLogLayer { recorder, peer } = &self.layer;
         let headers = request.headers();
         let caller = match &peer.certificate_name {
-            Some(name) => Box::from(&**name),
+            Some(name) => name.clone(),
             None => trusted::caller_name(
                 headers
                     .get(&recorder.caller_header)
                     .map(HeaderValue::as_bytes),
                 peer.addr,
             )
-            .into_boxed_str(),
+            .into(),
         };
         // An untrusted peer's name proves nothing: it counts as `other`, never as a named
         // caller it claims to be.
@@ -110,14 +110,15 @@ where
             .trusted
             .then(|| recorder.callers.find(&caller))
             .flatten();
-        let request_id = request_id(headers.get(X_REQUEST_ID));
+        let request_id = request_id(headers.get(&X_REQUEST_ID));
         let exchange = Exchange::new(request_id, caller, listed, peer.trusted);
         request.extensions_mut().insert(exchange.clone());
         let mut line = Line {
             recorder: recorder.clone(),
             peer: peer.addr,
             method: request.method().clone(),
-            path: request.uri().path().into(),
+            // Shared with the request's own (hyper's parsed target), not copied.
+            uri: request.uri().clone(),
             started: Instant::now(),
             exchange,
             recorded: false,
@@ -129,7 +130,7 @@ where
             let Ok(mut answer) = answer.await;
             answer
                 .headers_mut()
-                .insert(X_REQUEST_ID, line.exchange.request_id.clone());
+                .insert(X_REQUEST_ID.clone(), line.exchange.request_id.clone());
             let mut bytes_out = answer.body().size_hint().exact().unwrap_or(0);
             if line.method == Method::HEAD {
                 // A HEAD answer is the head a GET would get: its length (KwikID's, when it
@@ -156,7 +157,7 @@ struct Line {
     recorder: Arc<Recorder>,
     peer: std::net::SocketAddr,
     method: Method,
-    path: Box<str>,
+    uri: http::Uri,
     started: Instant,
     exchange: Arc<Exchange>,
     recorded: bool,
@@ -187,7 +188,7 @@ impl Line {
                 caller: &self.exchange.caller,
                 peer: self.peer,
                 method: self.method.as_str(),
-                path: &self.path,
+                path: self.uri.path(),
                 status,
                 upstream_status: if trail.outcome.is_none() {
                     trail.upstream_status
@@ -283,7 +284,7 @@ mod tests {
             .oneshot(request)
             .await
             .unwrap();
-        assert_eq!(answer.headers()[X_REQUEST_ID], "rid-1");
+        assert_eq!(answer.headers()[&X_REQUEST_ID], "rid-1");
         sink.close();
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");

@@ -10,8 +10,9 @@ use http::Request;
 
 use super::exchange::Exchange;
 use super::rescue::Reject;
-use super::{Answer, Step};
+use super::{Answer, PassOrRefuse, refuse};
 use crate::rules::callers::{Callers, Refusal};
+use futures_util::future::Either;
 
 /// `403 caller_not_allowed`, with a sentence of its own for each reason.
 #[derive(Clone, Debug)]
@@ -45,21 +46,20 @@ pub struct CallersStep<S> {
 impl<S, B> tower::Service<Request<B>> for CallersStep<S>
 where
     S: tower::Service<Request<B>, Response = Answer, Error = Reject>,
-    S::Future: Send + 'static,
 {
     type Response = Answer;
     type Error = Reject;
-    type Future = Step;
+    type Future = PassOrRefuse<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Reject>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Step {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         if !self.callers.admits_everyone() {
             // The steps above always leave a record with the route on it; a request without
             // them is refused rather than let through unchecked.
-            let verdict = match Exchange::of(&request) {
+            let verdict = match Exchange::on(&request) {
                 Some(exchange) => match exchange.route() {
                     Some(route) => self.callers.admits(exchange.listed, route),
                     None => Err(Refusal::NotListed),
@@ -71,10 +71,10 @@ where
                     Refusal::NotListed => Reject::CallerNotListed,
                     Refusal::RouteNotAllowed => Reject::RouteNotForCaller,
                 };
-                return Box::pin(std::future::ready(Err(reject)));
+                return refuse(reject);
             }
         }
-        Box::pin(self.inner.call(request))
+        Either::Left(self.inner.call(request))
     }
 }
 

@@ -27,7 +27,7 @@ pub struct Exchange {
     /// The caller's sane `x-request-id`, else a new ULID; sent to KwikID and returned.
     pub request_id: HeaderValue,
     /// As the per-caller bucket keys it: the mTLS name, else the caller header, else the IP.
-    pub caller: Box<str>,
+    pub caller: Arc<str>,
     /// The caller's index in `[[callers]]`, if it is listed there (SPEC §10).
     pub listed: Option<usize>,
     pub trusted: bool,
@@ -52,7 +52,7 @@ pub struct Trail {
 impl Exchange {
     pub fn new(
         request_id: HeaderValue,
-        caller: Box<str>,
+        caller: Arc<str>,
         listed: Option<usize>,
         trusted: bool,
     ) -> Arc<Self> {
@@ -68,6 +68,11 @@ impl Exchange {
     /// The record the access-log step put on `request`, if any.
     pub fn of<B>(request: &Request<B>) -> Option<Arc<Self>> {
         request.extensions().get::<Arc<Self>>().cloned()
+    }
+
+    /// The record on `request`, borrowed: for a step that looks without keeping it.
+    pub fn on<B>(request: &Request<B>) -> Option<&Self> {
+        request.extensions().get::<Arc<Self>>().map(|e| &**e)
     }
 
     /// Notes what a step learned.

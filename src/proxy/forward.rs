@@ -24,9 +24,13 @@ use crate::token_watch::TokenWatch;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// The innermost service: sends to KwikID. `502 upstream_unavailable` when KwikID could not
-/// be reached or broke off, `504 upstream_timeout` past `request_timeout` (SPEC §4).
+/// be reached or broke off, `504 upstream_timeout` past `request_timeout` (SPEC §4). Cloned
+/// per request: one shared [`ForwardTo`].
 #[derive(Clone)]
-pub struct Forward {
+pub struct Forward(Arc<ForwardTo>);
+
+/// What forwarding needs, shared by every request.
+pub struct ForwardTo {
     pub upstream: Arc<Upstream>,
     pub token: Arc<TokenStore>,
     pub limits: Arc<RateLimits>,
@@ -35,6 +39,12 @@ pub struct Forward {
     pub caller_header: HeaderName,
     /// Told of KwikID's 401s (SPEC §11).
     pub token_watch: Arc<TokenWatch>,
+}
+
+impl Forward {
+    pub fn new(to: ForwardTo) -> Self {
+        Self(Arc::new(to))
+    }
 }
 
 impl tower::Service<Request<JsonBody>> for Forward {
@@ -47,34 +57,36 @@ impl tower::Service<Request<JsonBody>> for Forward {
     }
 
     fn call(&mut self, request: Request<JsonBody>) -> Step {
-        let this = self.clone();
-        Box::pin(async move { this.forward(request).await })
+        let to = self.0.clone();
+        Box::pin(async move { to.forward(request).await })
     }
 }
 
-impl Forward {
-    async fn forward(self, request: Request<JsonBody>) -> Result<Answer, Reject> {
+impl ForwardTo {
+    async fn forward(&self, request: Request<JsonBody>) -> Result<Answer, Reject> {
         let exchange = Exchange::of(&request);
         let (parts, body) = request.into_parts();
         let head = parts.method == http::Method::HEAD;
         let mut outgoing = headers::request_headers(&parts.headers, &self.caller_header);
         let token = self.token.current();
-        let logged_id = match &exchange {
-            Some(exchange) => {
-                outgoing.insert(super::X_REQUEST_ID, exchange.request_id.clone());
-                access_log::scrub(exchange.request_id.to_str().unwrap_or_default(), &token)
-                    .to_owned()
-            }
-            None => String::new(),
+        let request_id = exchange.as_ref().map(|e| &e.request_id);
+        if let Some(id) = request_id {
+            outgoing.insert(super::X_REQUEST_ID.clone(), id.clone());
+        }
+        // Scrubbed only when a line is written: tracing evaluates a field only then.
+        let logged_id = || {
+            let id = request_id
+                .and_then(|id| id.to_str().ok())
+                .unwrap_or_default();
+            access_log::scrub(id, &token).to_owned()
         };
-        tracing::trace!(request_id = logged_id, "forwarding to KwikID");
+        tracing::trace!(request_id = logged_id(), "forwarding to KwikID");
         let sent = Instant::now();
         let answer = self
             .upstream
             .send(
                 parts.method,
-                parts.uri.path(),
-                parts.uri.query(),
+                &parts.uri,
                 outgoing,
                 &token.header,
                 body.bytes,
@@ -94,7 +106,7 @@ impl Forward {
             self.metrics.upstream_error(e.kind());
             // The cause is in the upstream's own warning, at most once a minute per cause.
             tracing::debug!(
-                request_id = logged_id,
+                request_id = logged_id(),
                 kind = e.kind(),
                 "no answer from KwikID"
             );
@@ -120,7 +132,7 @@ impl Forward {
         // The caller's protocol is the caller's: hyper frames the answer for it.
         parts.version = http::Version::HTTP_11;
         let length = parts.headers.get(header::CONTENT_LENGTH).cloned();
-        headers::strip_response_headers(&mut parts.headers);
+        headers::strip_answer_headers(&mut parts.headers, Some(bytes.len()));
         if let (true, Some(length)) = (head, length) {
             // KwikID's answer to a HEAD says how long its GET would be; keep that.
             parts.headers.insert(header::CONTENT_LENGTH, length);

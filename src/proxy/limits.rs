@@ -10,8 +10,9 @@ use super::body::JsonBody;
 use super::exchange::Exchange;
 use super::rescue::Reject;
 use super::{Answer, Step};
-use crate::limits::RateLimits;
+use crate::limits::{Limited, Now, RateLimits};
 use crate::metrics::Metrics;
+use futures_util::future::Either;
 
 /// `429 rate_limited` with `Retry-After` in whole seconds, rounded up, ≥ 1 (SPEC §4).
 #[derive(Clone)]
@@ -53,32 +54,45 @@ where
 {
     type Response = Answer;
     type Error = Reject;
-    type Future = Step;
+    type Future = Either<S::Future, Step>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Reject>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<JsonBody>) -> Step {
+    fn call(&mut self, request: Request<JsonBody>) -> Self::Future {
+        let exchange = Exchange::on(&request);
+        let caller = exchange.map_or_else(|| Arc::from(""), |e| e.caller.clone());
+        let listed = exchange.and_then(|e| e.listed);
+        let LimitsLayer { limits, metrics } = &self.layer;
+        // Most requests are decided here, without a future of their own.
+        let from = match limits.acquire_now(&caller, listed) {
+            Now::Granted => return Either::Left(self.inner.call(request)),
+            Now::Refused(limited) => {
+                return Either::Right(Box::pin(std::future::ready(Err(refused(limited, metrics)))));
+            }
+            Now::Later(from) => from,
+        };
+        // The inner service was made ready for this call; a clone stays for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let LimitsLayer { limits, metrics } = self.layer.clone();
-        Box::pin(async move {
-            let exchange = Exchange::of(&request);
-            let caller = exchange.as_deref().map_or("", |e| &*e.caller);
-            let listed = exchange.as_deref().and_then(|e| e.listed);
+        Either::Right(Box::pin(async move {
             limits
-                .acquire(caller, listed, &metrics)
+                .acquire(&caller, listed, &metrics, from)
                 .await
-                .map_err(|limited| {
-                    tracing::debug!(scope = limited.scope.as_str(), "rate limited");
-                    metrics.rate_limited(limited.scope.as_str());
-                    Reject::RateLimited {
-                        retry_after_secs: limited.retry_after_secs,
-                    }
-                })?;
+                .map_err(|limited| refused(limited, &metrics))?;
             inner.call(request).await
-        })
+        }))
+    }
+}
+
+/// The refusal's answer, counted and logged.
+fn refused(limited: Limited, metrics: &Metrics) -> Reject {
+    tracing::debug!(scope = limited.scope.as_str(), "rate limited");
+    metrics.rate_limited(limited.scope.as_str());
+    Reject::RateLimited {
+        retry_after_secs: limited.retry_after_secs,
     }
 }
 

@@ -17,11 +17,13 @@ pub mod trust;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::future::Ready;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
@@ -39,7 +41,18 @@ pub type Answer = Response<Full<Bytes>>;
 /// What a step below the rescue returns: an answer, or a refusal for the rescue to render.
 pub type Step = Pin<Box<dyn Future<Output = Result<Answer, Reject>> + Send>>;
 
-pub(crate) const X_REQUEST_ID: &str = "x-request-id";
+/// What a step that only passes a request on or refuses it returns: the next step's own
+/// future, or its refusal, ready. Nothing is allocated on the way through.
+pub type PassOrRefuse<F> = Either<F, Ready<Result<Answer, Reject>>>;
+
+/// The refusal as a [`PassOrRefuse`].
+pub(crate) fn refuse<F>(reject: Reject) -> PassOrRefuse<F> {
+    Either::Right(std::future::ready(Err(reject)))
+}
+
+/// A parsed name, so that looking it up or inserting it does not parse (and, for a name
+/// outside http's standard set, allocate) on every request.
+pub(crate) static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// What the steps share across connections; each step takes only the pieces it needs.
 pub struct Pipeline {

@@ -7,8 +7,9 @@ use http::Request;
 
 use super::body::JsonBody;
 use super::rescue::Reject;
-use super::{Answer, Step};
+use super::{Answer, PassOrRefuse, refuse};
 use crate::rules::policy::CallbackPolicy;
+use futures_util::future::Either;
 
 /// `422 callback_not_allowed` for a `callback_url` the policy refuses (SPEC §3 `[policy]`).
 #[derive(Clone, Debug)]
@@ -42,21 +43,20 @@ pub struct PolicyStep<S> {
 impl<S> tower::Service<Request<JsonBody>> for PolicyStep<S>
 where
     S: tower::Service<Request<JsonBody>, Response = Answer, Error = Reject>,
-    S::Future: Send + 'static,
 {
     type Response = Answer;
     type Error = Reject;
-    type Future = Step;
+    type Future = PassOrRefuse<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Reject>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<JsonBody>) -> Step {
+    fn call(&mut self, request: Request<JsonBody>) -> Self::Future {
         if !self.policy.allows(request.body().callback_url.as_deref()) {
-            return Box::pin(std::future::ready(Err(Reject::CallbackNotAllowed)));
+            return refuse(Reject::CallbackNotAllowed);
         }
-        Box::pin(self.inner.call(request))
+        Either::Left(self.inner.call(request))
     }
 }
 

@@ -8,8 +8,9 @@ use http::{Request, Version};
 
 use super::exchange::Exchange;
 use super::rescue::Reject;
-use super::{Answer, Step};
+use super::{Answer, PassOrRefuse, refuse};
 use crate::rules::route::{self, Miss, Route};
+use futures_util::future::Either;
 
 /// Fields a request head may have; `431 headers_too_large` past it.
 pub const MAX_HEADERS: usize = 64;
@@ -58,38 +59,37 @@ pub fn target<B>(request: &Request<B>) -> &str {
 impl<S, B> tower::Service<Request<B>> for RouteStep<S>
 where
     S: tower::Service<Request<B>, Response = Answer, Error = Reject>,
-    S::Future: Send + 'static,
 {
     type Response = Answer;
     type Error = Reject;
-    type Future = Step;
+    type Future = PassOrRefuse<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Reject>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Step {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         // The head's field count, as hyper holds HTTP/1.1 heads to it (RFC 9113 leaves the
         // limit to the server; SETTINGS_MAX_HEADER_LIST_SIZE bounds only the size).
         if request.headers().len() > MAX_HEADERS {
-            return Box::pin(std::future::ready(Err(Reject::TooManyHeaders)));
+            return refuse(Reject::TooManyHeaders);
         }
         match route::match_route(&self.routes, request.method().as_str(), target(&request)) {
             Ok(index) => {
-                if let Some(exchange) = Exchange::of(&request) {
+                if let Some(exchange) = Exchange::on(&request) {
                     exchange.note(|trail| trail.route = Some(index));
                 }
-                Box::pin(self.inner.call(request))
+                Either::Left(self.inner.call(request))
             }
-            Err(Miss::NoRoute) => Box::pin(std::future::ready(Err(Reject::NoRoute))),
+            Err(Miss::NoRoute) => refuse(Reject::NoRoute),
             Err(Miss::MethodNotAllowed(allow)) => {
                 // The path is a configured route's: its 405 is counted under that route.
                 let (path, _) = route::split_target(target(&request));
                 let index = self.routes.iter().position(|r| &*r.path == path);
-                if let Some(exchange) = Exchange::of(&request) {
+                if let Some(exchange) = Exchange::on(&request) {
                     exchange.note(|trail| trail.route = index);
                 }
-                Box::pin(std::future::ready(Err(Reject::MethodNotAllowed { allow })))
+                refuse(Reject::MethodNotAllowed { allow })
             }
         }
     }

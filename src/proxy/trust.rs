@@ -7,7 +7,8 @@ use http::Request;
 
 use super::exchange::Exchange;
 use super::rescue::Reject;
-use super::{Answer, Step};
+use super::{Answer, PassOrRefuse, refuse};
+use futures_util::future::Either;
 
 /// Refuses callers outside `listen.allow_cidrs` (or without a valid client certificate)
 /// with `403 caller_not_allowed` (SPEC §4, first row).
@@ -30,22 +31,21 @@ pub struct Trust<S> {
 impl<S, B> tower::Service<Request<B>> for Trust<S>
 where
     S: tower::Service<Request<B>, Response = Answer, Error = Reject>,
-    S::Future: Send + 'static,
 {
     type Response = Answer;
     type Error = Reject;
-    type Future = Step;
+    type Future = PassOrRefuse<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Reject>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Step {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         // A request without a record never came through the access-log step: not trusted.
-        if !Exchange::of(&request).is_some_and(|e| e.trusted) {
-            return Box::pin(std::future::ready(Err(Reject::CallerNotAllowed)));
+        if !Exchange::on(&request).is_some_and(|e| e.trusted) {
+            return refuse(Reject::CallerNotAllowed);
         }
-        Box::pin(self.inner.call(request))
+        Either::Left(self.inner.call(request))
     }
 }
 

@@ -117,14 +117,35 @@ pub fn request_headers(caller: &HeaderMap, caller_header: &HeaderName) -> Header
 /// Removes from KwikID's answer what does not go back to the caller: hop-by-hop headers,
 /// and the framing and request id, which the gateway sets itself.
 pub fn strip_response_headers(upstream: &mut HeaderMap) {
+    strip_answer_headers(upstream, None);
+}
+
+/// [`strip_response_headers`] for an answer whose whole body is `body_length` bytes: a single
+/// `Content-Length` of exactly that is kept, being what hyper would write for it. An answer
+/// with nothing else to strip, KwikID's usual one, is then left as it is instead of rebuilt.
+pub fn strip_answer_headers(upstream: &mut HeaderMap, body_length: Option<usize>) {
     let listing = upstream.contains_key(http::header::CONNECTION);
+    let length_kept = body_length.is_some_and(|n| {
+        let mut lengths = upstream.get_all(http::header::CONTENT_LENGTH).iter();
+        let one = lengths.next();
+        lengths.next().is_none()
+            && one.is_some_and(|v| v.as_bytes() == itoa::Buffer::new().format(n).as_bytes())
+    });
+    let kept = |all: &HeaderMap, name: &HeaderName| {
+        let n = name.as_str().as_bytes();
+        match kind(n) {
+            Kind::Other | Kind::CallerOnly => !(listing && connection_lists(all, n)),
+            Kind::SetBoth => length_kept && name == http::header::CONTENT_LENGTH,
+            Kind::HopByHop | Kind::Connection => false,
+        }
+    };
+    if upstream.keys().all(|name| kept(upstream, name)) {
+        return;
+    }
     let all = std::mem::take(upstream);
     // Rebuilt rather than removed from, so KwikID's order is kept.
     for (name, value) in &all {
-        let n = name.as_str().as_bytes();
-        if matches!(kind(n), Kind::Other | Kind::CallerOnly)
-            && !(listing && connection_lists(&all, n))
-        {
+        if kept(&all, name) {
             upstream.append(name.clone(), value.clone());
         }
     }
@@ -283,6 +304,39 @@ mod tests {
         let mut answer = caller.clone();
         strip_response_headers(&mut answer);
         assert_eq!(names(&answer), ["x-note", "x-keep"]);
+    }
+
+    /// Guards against an answer's own `Content-Length` being kept when it is not the body's
+    /// (or when it is doubled), and against the usual answer being changed at all.
+    #[test]
+    fn answer_keeps_only_a_single_content_length_equal_to_its_body() {
+        let usual = map(&[
+            ("content-type", "application/json"),
+            ("content-length", "12"),
+            ("date", "Mon, 30 Nov 2026 17:00:00 GMT"),
+        ]);
+        let mut answer = usual.clone();
+        strip_answer_headers(&mut answer, Some(12));
+        assert_eq!(answer, usual);
+        for (length, body) in [("13", 12), ("012", 12), ("12", 0)] {
+            let mut answer = map(&[("content-length", length), ("content-type", "a/b")]);
+            strip_answer_headers(&mut answer, Some(body));
+            assert_eq!(
+                names(&answer),
+                ["content-type"],
+                "{length} for {body} bytes"
+            );
+        }
+        let mut doubled = map(&[("content-length", "12"), ("content-length", "12")]);
+        strip_answer_headers(&mut doubled, Some(12));
+        assert!(doubled.is_empty());
+        let mut framed = map(&[
+            ("content-length", "12"),
+            ("transfer-encoding", "chunked"),
+            ("x-kwikid-trace", "abc"),
+        ]);
+        strip_answer_headers(&mut framed, Some(12));
+        assert_eq!(names(&framed), ["content-length", "x-kwikid-trace"]);
     }
 
     /// Guards against KwikID's headers being over-filtered on the way back (only hop-by-hop

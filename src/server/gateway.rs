@@ -79,14 +79,14 @@ impl Gateway {
             body_timeout: config.upstream.request_timeout,
             policy: Arc::new(config.policy.clone()),
             limits: limits::LimitsLayer::new(limits.clone(), metrics.clone()),
-            forward: forward::Forward {
+            forward: forward::Forward::new(forward::ForwardTo {
                 upstream: upstream.clone(),
                 token: token.clone(),
                 limits: limits.clone(),
                 metrics: metrics.clone(),
                 caller_header,
                 token_watch: token_watch.clone(),
-            },
+            }),
             grace: Arc::default(),
         };
         Ok(Arc::new(Self {

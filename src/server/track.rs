@@ -97,7 +97,7 @@ where
         let Ok(mut answer) = ready!(Pin::new(&mut self.answer).poll(cx));
         let mut guard = self.guard.take();
         if let Some(guard) = &mut guard {
-            guard.id = answer.headers().get(X_REQUEST_ID).cloned();
+            guard.id = answer.headers().get(&X_REQUEST_ID).cloned();
         }
         let headers = answer.headers_mut();
         // An answer that closes the connection (an unread body) promises no idle time.
@@ -213,9 +213,9 @@ mod tests {
         drain: &Arc<Drain>,
     ) -> impl tower::Service<Request<()>, Response = Response<Tracked>, Error = Infallible> {
         let stack = tower::service_fn(|request: Request<()>| {
-            let id = request.headers()[X_REQUEST_ID].clone();
+            let id = request.headers()[&X_REQUEST_ID].clone();
             let mut answer = Answer::new(Full::new(Bytes::from_static(b"{}")));
-            answer.headers_mut().insert(X_REQUEST_ID, id);
+            answer.headers_mut().insert(X_REQUEST_ID.clone(), id);
             std::future::ready(Ok::<_, Infallible>(answer))
         });
         Track {
@@ -232,7 +232,7 @@ mod tests {
         let mut request = Request::new(());
         request
             .headers_mut()
-            .insert(X_REQUEST_ID, HeaderValue::from_static(id));
+            .insert(X_REQUEST_ID.clone(), HeaderValue::from_static(id));
         request
     }
 

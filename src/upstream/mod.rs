@@ -108,8 +108,9 @@ impl Upstream {
     }
 
     /// Sends one request and collects KwikID's whole answer within `request_timeout`.
-    /// `headers` are the caller's that may cross; `Host` and `Authorization` are *inserted*
-    /// here (never appended), so the caller's own never pass.
+    /// `caller_target` is the caller's request target: only its path and query are used,
+    /// after `base_url`'s path. `headers` are the caller's that may cross; `Host` and
+    /// `Authorization` are *inserted* here (never appended), so the caller's own never pass.
     ///
     /// A request goes out again only when nothing of it was sent: its first fresh connection
     /// never opened, or a pooled connection turned out closed before it was written.
@@ -121,8 +122,7 @@ impl Upstream {
     pub async fn send(
         &self,
         method: Method,
-        path: &str,
-        query: Option<&str>,
+        caller_target: &Uri,
         mut headers: HeaderMap,
         authorization: &HeaderValue,
         body: Bytes,
@@ -131,7 +131,7 @@ impl Upstream {
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = method;
         *request.headers_mut() = headers;
-        let target = self.origin_form(path, query);
+        let target = self.origin_form(caller_target);
 
         let exchange = async {
             let mut fresh_connects = 0;
@@ -210,8 +210,14 @@ impl Upstream {
         }
     }
 
-    /// The path and query as sent on the wire; the caller never chooses the host.
-    fn origin_form(&self, path: &str, query: Option<&str>) -> Uri {
+    /// The path and query as sent on the wire; the caller never chooses the host. Without a
+    /// path prefix this is the caller's own path and query, already parsed by hyper: shared,
+    /// not copied or parsed again.
+    fn origin_form(&self, caller: &Uri) -> Uri {
+        if let (true, Some(parsed)) = (self.path_prefix.is_empty(), caller.path_and_query()) {
+            return Uri::from(parsed.clone());
+        }
+        let (path, query) = (caller.path(), caller.query());
         let mut pq = String::with_capacity(
             self.path_prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
         );
