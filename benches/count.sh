@@ -47,10 +47,13 @@ token=$(random_token)
 export KWIKID_API_TOKEN=$token
 start_mock "$mock_bin" "$LOAD_CPU" "$work"
 port=$(free_port)
+admin_port=$(free_port)
 cat >"$work/gateway.toml" <<EOF
 [listen]
 addr = "127.0.0.1:$port"
 header_read_timeout = "60s"
+[admin]
+addr = "127.0.0.1:$admin_port"
 [upstream]
 base_url = "https://localhost:$mock_port"
 ca_file = "$work/ca.pem"

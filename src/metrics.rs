@@ -289,9 +289,9 @@ impl Metrics {
     }
 
     /// Counts a request in flight until the guard drops, even if the caller goes away.
-    pub fn in_flight(&self) -> InFlight<'_> {
+    pub fn in_flight(&self) -> InFlight {
         self.in_flight.inc();
-        InFlight(&self.in_flight)
+        InFlight(self.in_flight.clone())
     }
 
     /// The exposition text in `format`; `token_age` and `limiter_keys` are sampled now.
@@ -308,9 +308,9 @@ impl Default for Metrics {
     }
 }
 
-pub struct InFlight<'a>(&'a Gauge);
+pub struct InFlight(Gauge);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
     }

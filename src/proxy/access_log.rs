@@ -3,6 +3,8 @@
 //! `499 client_closed` (nginx's convention).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -16,7 +18,7 @@ use http_body_util::Full;
 use super::exchange::{Exchange, Peer};
 use super::{Answer, X_REQUEST_ID};
 use crate::access_log::{AccessLog, AccessRecord};
-use crate::metrics::Metrics;
+use crate::metrics::{InFlight, Metrics};
 use crate::rules::callers::Callers;
 use crate::rules::route::Route;
 use crate::rules::trusted;
@@ -85,7 +87,7 @@ where
 {
     type Response = Answer;
     type Error = Infallible;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>;
+    type Future = Logged<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -113,7 +115,7 @@ where
         let request_id = request_id(headers.get(&X_REQUEST_ID));
         let exchange = Exchange::new(request_id, caller, listed, peer.trusted);
         request.extensions_mut().insert(exchange.clone());
-        let mut line = Line {
+        let line = Line {
             recorder: recorder.clone(),
             peer: peer.addr,
             method: request.method().clone(),
@@ -122,32 +124,57 @@ where
             started: Instant::now(),
             exchange,
             recorded: false,
+            _in_flight: recorder.metrics.in_flight(),
         };
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            let metrics = line.recorder.metrics.clone();
-            let _in_flight = metrics.in_flight();
-            let Ok(mut answer) = answer.await;
-            answer
-                .headers_mut()
-                .insert(X_REQUEST_ID.clone(), line.exchange.request_id.clone());
-            let mut bytes_out = answer.body().size_hint().exact().unwrap_or(0);
-            if line.method == Method::HEAD {
-                // A HEAD answer is the head a GET would get: its length (KwikID's, when it
-                // said one), and no body bytes (RFC 9110 §9.3.2).
-                let headers = answer.headers_mut();
-                if !headers.contains_key(header::CONTENT_LENGTH) {
-                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes_out));
-                }
-                *answer.body_mut() = Full::new(Bytes::new());
-                bytes_out = 0;
+        Logged {
+            answer: self.inner.call(request),
+            line,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of the steps below, with `x-request-id` set and its line written: a future
+    /// of its own rather than a boxed one. Dropped before the answer (the caller left), its
+    /// line is written as 499.
+    pub struct Logged<F> {
+        #[pin]
+        answer: F,
+        line: Line,
+    }
+}
+
+impl<F> Future for Logged<F>
+where
+    F: Future<Output = Result<Answer, Infallible>>,
+{
+    type Output = Result<Answer, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Poll::Ready(Ok(mut answer)) = this.answer.poll(cx) else {
+            return Poll::Pending;
+        };
+        let line = this.line;
+        answer
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), line.exchange.request_id.clone());
+        let mut bytes_out = answer.body().size_hint().exact().unwrap_or(0);
+        if line.method == Method::HEAD {
+            // A HEAD answer is the head a GET would get: its length (KwikID's, when it said
+            // one), and no body bytes (RFC 9110 §9.3.2).
+            let headers = answer.headers_mut();
+            if !headers.contains_key(header::CONTENT_LENGTH) {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes_out));
             }
-            line.record(
-                answer.status().as_u16(),
-                usize::try_from(bytes_out).unwrap_or(0),
-            );
-            Ok(answer)
-        })
+            *answer.body_mut() = Full::new(Bytes::new());
+            bytes_out = 0;
+        }
+        line.record(
+            answer.status().as_u16(),
+            usize::try_from(bytes_out).unwrap_or(0),
+        );
+        Poll::Ready(Ok(answer))
     }
 }
 
@@ -161,6 +188,8 @@ struct Line {
     started: Instant,
     exchange: Arc<Exchange>,
     recorded: bool,
+    /// Counted in flight from the head until the line is written.
+    _in_flight: InFlight,
 }
 
 impl Line {

@@ -200,11 +200,10 @@ pub struct Rescue<S> {
 impl<S, B> tower::Service<Request<B>> for Rescue<S>
 where
     S: tower::Service<Request<B>, Response = Response<Full<Bytes>>, Error = Reject>,
-    S::Future: Send + 'static,
 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = Rescued<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The steps below are always ready (they hold no capacity of their own).
@@ -212,27 +211,52 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let exchange = Exchange::of(&request);
-        let http1 = request.version() < Version::HTTP_2;
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            Ok(answer.await.unwrap_or_else(|reject| {
-                if let Some(exchange) = exchange {
-                    exchange.refused(reject.code());
-                }
-                let ends_connection = reject.leaves_body_unread() && http1;
-                let mut response = reject.into_response();
-                if ends_connection {
-                    // Whatever is left of the body would be read as the next request
-                    // (RFC 9112 §9.6): the connection ends after this answer. HTTP/2
-                    // frames each stream, so only its stream ends.
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
+        Rescued {
+            exchange: Exchange::of(&request),
+            http1: request.version() < Version::HTTP_2,
+            answer: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of the steps below, a refusal among them rendered in place: a future of its
+    /// own rather than a boxed one, as tower's own layers do.
+    pub struct Rescued<F> {
+        #[pin]
+        answer: F,
+        exchange: Option<std::sync::Arc<Exchange>>,
+        http1: bool,
+    }
+}
+
+impl<F> Future for Rescued<F>
+where
+    F: Future<Output = Result<Response<Full<Bytes>>, Reject>>,
+{
+    type Output = Result<Response<Full<Bytes>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Poll::Ready(answer) = this.answer.poll(cx) else {
+            return Poll::Pending;
+        };
+        Poll::Ready(Ok(answer.unwrap_or_else(|reject| {
+            if let Some(exchange) = this.exchange.take() {
+                exchange.refused(reject.code());
+            }
+            let ends_connection = reject.leaves_body_unread() && *this.http1;
+            let mut response = reject.into_response();
+            if ends_connection {
+                // Whatever is left of the body would be read as the next request
+                // (RFC 9112 §9.6): the connection ends after this answer. HTTP/2 frames
+                // each stream, so only its stream ends.
                 response
-            }))
-        })
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        })))
     }
 }
 
