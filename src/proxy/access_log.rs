@@ -103,8 +103,7 @@ where
                     .get(&recorder.caller_header)
                     .map(HeaderValue::as_bytes),
                 peer.addr,
-            )
-            .into(),
+            ),
         };
         // An untrusted peer's name proves nothing: it counts as `other`, never as a named
         // caller it claims to be.

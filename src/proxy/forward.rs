@@ -68,6 +68,13 @@ impl ForwardTo {
         let (parts, body) = request.into_parts();
         let head = parts.method == http::Method::HEAD;
         let mut outgoing = headers::request_headers(&parts.headers, &self.caller_header);
+        // The caller's Content-Length, when it is the length of the body that goes on, is what
+        // hyper would write: kept, rather than a new value made per request.
+        if let Some(length) = parts.headers.get(header::CONTENT_LENGTH)
+            && length.as_bytes() == itoa::Buffer::new().format(body.bytes.len()).as_bytes()
+        {
+            outgoing.insert(header::CONTENT_LENGTH, length.clone());
+        }
         let token = self.token.current();
         let request_id = exchange.as_ref().map(|e| &e.request_id);
         if let Some(id) = request_id {

@@ -1,6 +1,7 @@
 //! Who may call, and what the caller is called.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -16,12 +17,12 @@ pub fn is_trusted(allow: &[IpNet], peer: IpAddr) -> bool {
 
 /// The caller's name, as the per-caller bucket keys it and the access log shows it: the
 /// caller header's value when it holds 1–128 visible ASCII characters, else the peer's IP
-/// address.
-pub fn caller_name(caller_header: Option<&[u8]>, peer: SocketAddr) -> String {
+/// address. Shared (`Arc`), as the request's record and the bucket key both hold it.
+pub fn caller_name(caller_header: Option<&[u8]>, peer: SocketAddr) -> Arc<str> {
     caller_header
         .filter(|v| !v.is_empty() && v.len() <= MAX_CALLER_ID && v.iter().all(u8::is_ascii_graphic))
         .and_then(|v| std::str::from_utf8(v).ok())
-        .map_or_else(|| peer.ip().to_canonical().to_string(), str::to_owned)
+        .map_or_else(|| peer.ip().to_canonical().to_string().into(), Arc::from)
 }
 
 /// The caller's name from its client certificate: the first DNS SAN, else the subject CN.
@@ -56,13 +57,13 @@ mod tests {
     #[test]
     fn caller_header_names_the_caller_unless_it_is_unusable() {
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        assert_eq!(caller_name(None, peer), "127.0.0.1");
-        assert_eq!(caller_name(Some(b"orders-svc"), peer), "orders-svc");
+        assert_eq!(&*caller_name(None, peer), "127.0.0.1");
+        assert_eq!(&*caller_name(Some(b"orders-svc"), peer), "orders-svc");
         assert_eq!(
-            caller_name(Some("x".repeat(129).as_bytes()), peer),
+            &*caller_name(Some("x".repeat(129).as_bytes()), peer),
             "127.0.0.1"
         );
-        assert_eq!(caller_name(Some(b"a b"), peer), "127.0.0.1");
-        assert_eq!(caller_name(Some(b""), peer), "127.0.0.1");
+        assert_eq!(&*caller_name(Some(b"a b"), peer), "127.0.0.1");
+        assert_eq!(&*caller_name(Some(b""), peer), "127.0.0.1");
     }
 }
