@@ -73,7 +73,7 @@ impl Pipeline {
     pub fn stack<B>(
         &self,
         peer: Peer,
-    ) -> impl Service<Request<B>, Response = Answer, Error = Infallible, Future: Send + Unpin>
+    ) -> impl Service<Request<B>, Response = Answer, Error = Infallible, Future: Send>
     + Clone
     + Send
     + 'static

@@ -3,22 +3,25 @@
 //! permit, and is answered `503 shutting_down` through the rescue, so it gets an answer and
 //! an access-log line instead of vanishing with the process (SPEC §7).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request};
 use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 
 use super::exchange::Exchange;
-use super::{Answer, Reject, Step};
+use super::{Answer, Reject};
 
 /// Whether the drain's grace is over, and the ids of the requests it refused. The server
 /// fires it; every request in the stack waits on it alongside its answer.
 #[derive(Debug, Default)]
 pub struct GraceOver {
     over: AtomicBool,
-    wake: Notify,
+    wake: Arc<Notify>,
     refused: Mutex<Vec<HeaderValue>>,
 }
 
@@ -32,18 +35,6 @@ impl GraceOver {
 
     pub fn is_over(&self) -> bool {
         self.over.load(Ordering::Acquire)
-    }
-
-    /// Resolves once [`Self::fire`] has been called (at once if it already was).
-    pub async fn wait(&self) {
-        let notified = self.wake.notified();
-        tokio::pin!(notified);
-        // Registered before the flag is read, so a `fire` in between is not missed.
-        notified.as_mut().enable();
-        if self.is_over() {
-            return;
-        }
-        notified.await;
     }
 
     /// The request ids answered `503 shutting_down` so far, in the order they were refused.
@@ -98,29 +89,57 @@ where
 {
     type Response = Answer;
     type Error = Reject;
-    type Future = Step;
+    type Future = Graced<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Reject>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Step {
-        let id = Exchange::of(&request).map(|e| e.request_id.clone());
-        let grace = self.grace.clone();
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            tokio::select! {
-                // An answer that is ready is never replaced.
-                biased;
-                answer = answer => answer,
-                () = grace.wait() => {
-                    // Dropping `answer` here ends the exchange with KwikID, the body read or
-                    // the wait for a permit.
-                    grace.note_refused(id.unwrap_or(HeaderValue::from_static("-")));
-                    Err(Reject::ShuttingDown)
-                }
-            }
-        })
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        Graced {
+            exchange: Exchange::of(&request),
+            // Made before the flag is read in `poll`, so a `fire` in between is not missed.
+            ended: self.grace.wake.clone().notified_owned(),
+            grace: self.grace.clone(),
+            answer: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer, raced with the end of the grace: a future of its own rather than a
+    /// boxed one.
+    pub struct Graced<F> {
+        #[pin]
+        answer: F,
+        #[pin]
+        ended: OwnedNotified,
+        grace: Arc<GraceOver>,
+        exchange: Option<Arc<Exchange>>,
+    }
+}
+
+impl<F> Future for Graced<F>
+where
+    F: Future<Output = Result<Answer, Reject>>,
+{
+    type Output = Result<Answer, Reject>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // An answer that is ready is never replaced.
+        if let Poll::Ready(answer) = this.answer.poll(cx) {
+            return Poll::Ready(answer);
+        }
+        if !this.grace.is_over() && this.ended.poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        // The caller of this future drops `answer` with it, which ends the exchange with
+        // KwikID, the body read or the wait for a permit.
+        let id = this.exchange.as_ref().map(|e| e.request_id.clone());
+        this.grace
+            .note_refused(id.unwrap_or(HeaderValue::from_static("-")));
+        Poll::Ready(Err(Reject::ShuttingDown))
     }
 }
 

@@ -36,7 +36,6 @@ pub(super) struct Track<S> {
 impl<S, B> tower::Service<Request<B>> for Track<S>
 where
     S: tower::Service<Request<B>, Response = Answer, Error = Infallible>,
-    S::Future: Unpin,
 {
     type Response = Response<Tracked>;
     type Error = Infallible;
@@ -80,28 +79,32 @@ fn stays_open<B>(request: &Request<B>) -> bool {
     }
 }
 
-/// The stack's answer on its way to hyper.
-pub(super) struct Tracking<F> {
-    answer: F,
-    guard: Option<Guard>,
-    keep_alive: Option<HeaderValue>,
+pin_project_lite::pin_project! {
+    /// The stack's answer on its way to hyper.
+    pub(super) struct Tracking<F> {
+        #[pin]
+        answer: F,
+        guard: Option<Guard>,
+        keep_alive: Option<HeaderValue>,
+    }
 }
 
 impl<F> Future for Tracking<F>
 where
-    F: Future<Output = Result<Answer, Infallible>> + Unpin,
+    F: Future<Output = Result<Answer, Infallible>>,
 {
     type Output = Result<Response<Tracked>, Infallible>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Ok(mut answer) = ready!(Pin::new(&mut self.answer).poll(cx));
-        let mut guard = self.guard.take();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(mut answer) = ready!(this.answer.poll(cx));
+        let mut guard = this.guard.take();
         if let Some(guard) = &mut guard {
             guard.id = answer.headers().get(&X_REQUEST_ID).cloned();
         }
         let headers = answer.headers_mut();
         // An answer that closes the connection (an unread body) promises no idle time.
-        if let Some(keep_alive) = self.keep_alive.take()
+        if let Some(keep_alive) = this.keep_alive.take()
             && !headers.contains_key(CONNECTION)
         {
             headers.insert(KEEP_ALIVE, keep_alive);
