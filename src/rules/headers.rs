@@ -47,18 +47,32 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
 
 /// Classifies a header name case-insensitively and with `_` read as `-`, in one pass.
 fn kind(name: &[u8]) -> Kind {
-    if name.len() > 12 && same_name(&name[..12], b"x-forwarded-") {
-        return Kind::CallerOnly;
+    // A parsed `HeaderName` is lower case already; without `_` it needs no folding, and
+    // nearly every name is such (this runs for every header of every request and answer).
+    if name.iter().all(|&b| b != b'_' && !b.is_ascii_uppercase()) {
+        return folded_kind(name);
     }
     if name.len() > LONGEST_KNOWN {
-        return Kind::Other;
+        return if same_name(&name[..12], b"x-forwarded-") {
+            Kind::CallerOnly
+        } else {
+            Kind::Other
+        };
     }
     let mut lower = [0u8; LONGEST_KNOWN];
     let lower = &mut lower[..name.len()];
     for (to, &from) in lower.iter_mut().zip(name) {
         *to = fold(from);
     }
-    match &*lower {
+    folded_kind(lower)
+}
+
+/// [`kind`] of a name already lower case, with `-` for `_`.
+fn folded_kind(name: &[u8]) -> Kind {
+    if name.starts_with(b"x-forwarded-") && name.len() > 12 {
+        return Kind::CallerOnly;
+    }
+    match name {
         b"connection" => Kind::Connection,
         b"keep-alive"
         | b"proxy-connection"
