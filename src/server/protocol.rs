@@ -21,7 +21,7 @@ pub(super) struct Builders {
     pub(super) http2: Arc<auto::Builder<TokioExecutor>>,
     /// HTTP/1.1 answers' `Keep-Alive: timeout=<s>`: `listen.idle_timeout` in whole seconds,
     /// rounded down so that a caller's pool closes first.
-    pub(super) keep_alive: HeaderValue,
+    pub(super) keep_alive: Arc<HeaderValue>,
 }
 
 impl Builders {
@@ -30,8 +30,10 @@ impl Builders {
         Self {
             http1: Arc::new(http_builder(gateway).http1_only()),
             http2: Arc::new(http_builder(gateway).http2_only()),
-            keep_alive: HeaderValue::from_str(&format!("timeout={idle}"))
-                .unwrap_or(HeaderValue::from_static("timeout=0")),
+            keep_alive: Arc::new(
+                HeaderValue::from_str(&format!("timeout={idle}"))
+                    .unwrap_or(HeaderValue::from_static("timeout=0")),
+            ),
         }
     }
 }

@@ -29,8 +29,11 @@ pub(super) struct Track<S> {
     pub(super) inner: S,
     pub(super) activity: Arc<Activity>,
     pub(super) drain: Arc<Drain>,
-    /// HTTP/1.1: `timeout=<listen.idle_timeout in whole seconds>`; `None` on HTTP/2.
-    pub(super) keep_alive: Option<HeaderValue>,
+    /// HTTP/1.1: `timeout=<listen.idle_timeout in whole seconds>`; `None` on HTTP/2. Shared,
+    /// not a `HeaderValue` of its own: hyper keeps a box sized for this service and a request
+    /// for as long as an HTTP/1.1 connection lives, and these 32 bytes less take it from 544
+    /// bytes (jemalloc's 640-byte size class) to 512.
+    pub(super) keep_alive: Option<Arc<HeaderValue>>,
 }
 
 impl<S, B> tower::Service<Request<B>> for Track<S>
@@ -85,7 +88,7 @@ pin_project_lite::pin_project! {
         #[pin]
         answer: F,
         guard: Option<Guard>,
-        keep_alive: Option<HeaderValue>,
+        keep_alive: Option<Arc<HeaderValue>>,
     }
 }
 
@@ -107,7 +110,7 @@ where
         if let Some(keep_alive) = this.keep_alive.take()
             && !headers.contains_key(CONNECTION)
         {
-            headers.insert(KEEP_ALIVE, keep_alive);
+            headers.insert(KEEP_ALIVE, HeaderValue::clone(&keep_alive));
         }
         Poll::Ready(Ok(answer.map(|body| Tracked { body, guard })))
     }
@@ -227,7 +230,7 @@ mod tests {
                 .service(stack),
             activity: activity.clone(),
             drain: drain.clone(),
-            keep_alive: Some(HeaderValue::from_static("timeout=75")),
+            keep_alive: Some(Arc::new(HeaderValue::from_static("timeout=75"))),
         }
     }
 
