@@ -85,12 +85,9 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut signals: Si
             builders: builders.clone(),
             drain: drain.clone(),
             phase: drain.watch(),
+            _permit: permit,
         };
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            connection.run(stream, addr, tls).await;
-            drop(permit);
-        });
+        tokio::spawn(connection.run(stream, addr, tls.clone()));
     }
 
     gateway.set_ready(false);
