@@ -62,6 +62,8 @@ stop_started() {
 start_mock() {
     local bin=$1 cpus=${2:-0-$(($(nproc --all) - 1))} dir=$3 i h1=(--http1-only)
     [ "${MOCK_HTTP2:-0}" = 1 ] && h1=()
+    # Created first: the loop below may read it before the mock's shell has opened it.
+    : >"$dir/mock.out"
     taskset -c "$cpus" "$bin" --listen 127.0.0.1:0 --ca-out "$dir/ca.pem" "${h1[@]}" \
         >"$dir/mock.out" 2>"$dir/mock.err" &
     mock_pid=$!
