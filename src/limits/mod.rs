@@ -388,6 +388,11 @@ mod tests {
         assert_eq!(upstream_retry_after(None), Duration::from_secs(1));
     }
 
+    /// The in-process buckets' awaited verdict for `caller`, from the start.
+    async fn take(l: &RateLimits, caller: &str, listed: Option<usize>) -> Result<(), Limited> {
+        l.acquire_local(&caller.into(), listed, Stage::Caller).await
+    }
+
     fn limits(per_caller: Rate, global: Rate, max_wait: Duration) -> RateLimits {
         RateLimits::new(&RateLimit {
             global,
@@ -413,20 +418,9 @@ mod tests {
             },
             Duration::ZERO,
         );
-        assert!(
-            l.acquire_local(&"a".into(), None, Stage::Caller)
-                .await
-                .is_ok()
-        );
-        assert!(
-            l.acquire_local(&"a".into(), None, Stage::Caller)
-                .await
-                .is_ok()
-        );
-        let refused = l
-            .acquire_local(&"a".into(), None, Stage::Caller)
-            .await
-            .unwrap_err();
+        assert!(take(&l, "a", None).await.is_ok());
+        assert!(take(&l, "a", None).await.is_ok());
+        let refused = take(&l, "a", None).await.unwrap_err();
         assert_eq!(
             refused,
             Limited {
@@ -435,9 +429,7 @@ mod tests {
             }
         );
         assert!(
-            l.acquire_local(&"b".into(), None, Stage::Caller)
-                .await
-                .is_ok(),
+            take(&l, "b", None).await.is_ok(),
             "another caller has its own bucket"
         );
     }
@@ -455,33 +447,15 @@ mod tests {
             },
             Duration::ZERO,
         );
-        assert!(
-            l.acquire_local(&"a".into(), None, Stage::Caller)
-                .await
-                .is_ok()
-        );
+        assert!(take(&l, "a", None).await.is_ok());
         for _ in 0..5 {
-            assert_eq!(
-                l.acquire_local(&"a".into(), None, Stage::Caller)
-                    .await
-                    .unwrap_err()
-                    .scope,
-                Scope::Caller
-            );
+            assert_eq!(take(&l, "a", None).await.unwrap_err().scope, Scope::Caller);
         }
         assert!(
-            l.acquire_local(&"b".into(), None, Stage::Caller)
-                .await
-                .is_ok(),
+            take(&l, "b", None).await.is_ok(),
             "the global bucket still has one permit"
         );
-        assert_eq!(
-            l.acquire_local(&"c".into(), None, Stage::Caller)
-                .await
-                .unwrap_err()
-                .scope,
-            Scope::Global
-        );
+        assert_eq!(take(&l, "c", None).await.unwrap_err().scope, Scope::Global);
     }
 
     /// Guards against a listed caller getting the default share instead of its own, or
@@ -508,30 +482,15 @@ mod tests {
         })
         .unwrap();
         for _ in 0..3 {
-            assert!(
-                l.acquire_local(&"orders-svc".into(), Some(0), Stage::Caller)
-                    .await
-                    .is_ok()
-            );
+            assert!(take(&l, "orders-svc", Some(0)).await.is_ok());
         }
         assert_eq!(
-            l.acquire_local(&"orders-svc".into(), Some(0), Stage::Caller)
-                .await
-                .unwrap_err()
-                .scope,
+            take(&l, "orders-svc", Some(0)).await.unwrap_err().scope,
             Scope::Caller
         );
         // Not listed under the same name: the per-caller store's bucket, with its own permit.
-        assert!(
-            l.acquire_local(&"orders-svc".into(), None, Stage::Caller)
-                .await
-                .is_ok()
-        );
-        assert!(
-            l.acquire_local(&"orders-svc".into(), None, Stage::Caller)
-                .await
-                .is_err()
-        );
+        assert!(take(&l, "orders-svc", None).await.is_ok());
+        assert!(take(&l, "orders-svc", None).await.is_err());
         assert_eq!(l.caller_keys(), 1, "a listed caller is not in the store");
     }
 
@@ -579,15 +538,9 @@ mod tests {
             },
             Duration::from_millis(500),
         );
+        assert!(take(&l, "a", None).await.is_ok());
         assert!(
-            l.acquire_local(&"a".into(), None, Stage::Caller)
-                .await
-                .is_ok()
-        );
-        assert!(
-            l.acquire_local(&"a".into(), None, Stage::Caller)
-                .await
-                .is_ok(),
+            take(&l, "a", None).await.is_ok(),
             "the second permit comes within 50 ms"
         );
     }
@@ -607,9 +560,7 @@ mod tests {
         );
         l.hold_after_upstream_429(Duration::from_millis(1500)).await;
         assert_eq!(
-            l.acquire_local(&"a".into(), None, Stage::Caller)
-                .await
-                .unwrap_err(),
+            take(&l, "a", None).await.unwrap_err(),
             Limited {
                 scope: Scope::Upstream,
                 retry_after_secs: 2
@@ -643,9 +594,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             for i in 0..100 {
-                l.acquire_local(&format!("c{i}").into(), None, Stage::Caller)
-                    .await
-                    .unwrap();
+                take(&l, &format!("c{i}"), None).await.unwrap();
             }
         });
         assert_eq!(l.caller_keys(), 100);
