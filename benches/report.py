@@ -172,7 +172,7 @@ def main():
         w("## Rate limits shared through Redis: cost next to local limits")
         w("")
         w("The same gateway and config, plus `[rate_limit] backend = \"redis\"` (one "
-          "redis-server for the run, unix socket, no persistence, `redis_timeout = \"50ms\"`, "
+          "redis-server for the run, unix socket, no persistence, `redis_timeout = \"1s\"`, "
           "`on_redis_error = \"local\"`), limits still far above the offered load. One Redis "
           "round trip (an `EVALSHA`) per request; after every phase run.sh reads the gateway's "
           "/metrics and marks the run INVALID unless `rate_limit_backend{backend=\"redis\"}` "
