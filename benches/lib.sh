@@ -111,6 +111,18 @@ build_release() {
 }
 
 # Enough descriptors for 1,000+ idle callers and the upstream pool.
+# How many of the functions link/kwikid-gateway.order lists the binary $1 has (build.rs put
+# those first): "present of listed". A list written for another compiler or other dependency
+# versions matches few, and the binary then keeps more of its code resident.
+code_layout() {
+    local list=$repo/link/kwikid-gateway.order
+    [ -f "$list" ] || { echo "no order list"; return; }
+    nm "$1" 2>/dev/null | awk -v list="$list" '
+        BEGIN { while ((getline line < list) > 0) if (line !~ /^#/ && line != "") { want[line] = 1; listed++ } }
+        $NF in want && !seen[$NF]++ { present++ }
+        END { printf "%d of %d listed functions\n", present, listed }'
+}
+
 raise_fd_limit() { ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; }
 
 # A private work dir for one run (/tmp/kwikid-$1.XXXXXX); sets work.

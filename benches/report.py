@@ -237,6 +237,9 @@ def main():
     versions += f", wrk {meta['wrk']}, oha {meta['oha']}"
     if "h2load" in meta:
         versions += f", h2load {meta['h2load']}"
+    if "code_layout" in meta:
+        versions += (f"; the gateway binary has {meta['code_layout']} of "
+                     "link/kwikid-gateway.order placed first (build.rs)")
     w(f"Machine: {meta['cpu']}, Linux {meta['kernel']}. Versions: {versions}. "
       f"Contenders: {meta.get('contenders', ' '.join(present))}. "
       f"Run {meta['date']}, {meta['elapsed_s']} s. Load average before the run "

@@ -58,7 +58,7 @@ for who in "${contenders[@]}"; do
         *) die "unknown contender: $who (floor, gateway, gateway_redis, nginx)" ;;
     esac
 done
-tools=(cargo nginx wrk oha python3 taskset timeout awk sed)
+tools=(cargo nginx wrk oha python3 taskset timeout awk sed nm)
 [ "$want_redis" = 0 ] || tools+=(redis-server)
 [ "$want_h2" = 0 ] || tools+=(h2load)
 need_tools "${tools[@]}"
@@ -85,6 +85,8 @@ clk_tck=$(getconf CLK_TCK)
 # GATEWAY_BIN=/path/to/kwikid-gateway measures another build (say, the last release) with
 # this checkout's mock and configs: an A/B of two builds is two runs on a quiet machine.
 build_release
+layout=$(code_layout "$gateway_bin")
+say "gateway code layout (build.rs): $layout"
 make_work_dir bench
 results=$work/results.tsv
 : >"$results"
@@ -517,6 +519,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo) ($(nproc --all) CPUs)"
     echo "kernel=$(uname -r)"
+    echo "code_layout=$layout"
     if [ -n "${GATEWAY_BIN:-}" ]; then
         echo "gateway=$GATEWAY_BIN ($(git -C "$(dirname "$GATEWAY_BIN")" describe --always --dirty 2>/dev/null || echo unknown))"
     else
