@@ -5,7 +5,7 @@
 //!
 //! Why: the kernel maps a binary's code into a process 64 KiB at a time around each page it
 //! runs ("fault-around"), and those pages count in its RSS. Scattered through a 5.8 MiB `.text`,
-//! the ~1.8 MiB that runs kept ~5.3 MiB of it resident; packed together, ~3.4 MiB
+//! the ~2 MiB that runs kept ~5.3 MiB of it resident; packed together, ~3.4 MiB
 //! (README, Performance). Nothing but the layout changes.
 //!
 //! The list names functions by their mangled symbols, which depend on the compiler and the
