@@ -33,7 +33,8 @@ make_work_dir order
 trap 'stop_started; rm -rf "$work"' EXIT
 raise_fd_limit
 
-export KWIKID_API_TOKEN=$(random_token)
+token=$(random_token)
+export KWIKID_API_TOKEN=$token
 start_mock "$mock_bin" "$LOAD_CPU" "$work"
 port=$(free_port)
 admin_port=$(free_port)
