@@ -110,7 +110,6 @@ build_release() {
     [ -x "$mock_bin" ] || die "no mock binary at $mock_bin"
 }
 
-# Enough descriptors for 1,000+ idle callers and the upstream pool.
 # How many of the functions link/kwikid-gateway.order lists the binary $1 has (build.rs put
 # those first): "present of listed". A list written for another compiler or other dependency
 # versions matches few, and the binary then keeps more of its code resident.
@@ -123,6 +122,7 @@ code_layout() {
         END { printf "%d of %d listed functions\n", present, listed }'
 }
 
+# Enough descriptors for 1,000+ idle callers and the upstream pool.
 raise_fd_limit() { ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; }
 
 # A private work dir for one run (/tmp/kwikid-$1.XXXXXX); sets work.
