@@ -7,97 +7,35 @@
 //!
 //! - [`format`]: OpenMetrics or the Prometheus text format, as the scraper's `Accept` asks.
 //! - [`known`]: every counter of a known label value exported at 0 from the start.
+//! - `labels`: the label sets, each a fixed set of bounded values.
 //! - `process`: the process's own metrics (memory, CPU, fds, start time) under Prometheus'
 //!   standard `process_*` names.
 
 pub mod format;
 mod hot;
 pub mod known;
+mod labels;
 mod process;
 mod registry;
 
 pub use format::Format;
 pub use known::Known;
+pub use labels::CLASSES;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    /// The matched route's configured path, or `none`.
-    route: Arc<str>,
-    status: u16,
-    outcome: &'static str,
-}
-
-/// What became of a request, coarsely, so that the latency of KwikID's answers is not
-/// blurred by refusals (fast) or timeouts (slow): `forwarded`, `refused` (the gateway
-/// answered itself before sending), `upstream_error` (502/504) or `client_closed`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClassLabel {
-    class: &'static str,
-}
-
-/// The request duration histogram's classes (see [`ClassLabel`]).
-pub const CLASSES: [&str; 4] = ["forwarded", "refused", "upstream_error", "client_closed"];
-
-fn class(outcome: &str) -> &'static str {
-    match outcome {
-        "forwarded" => "forwarded",
-        "client_closed" => "client_closed",
-        "upstream_unavailable" | "upstream_timeout" => "upstream_error",
-        _ => "refused",
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabel {
-    version: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ScopeLabel {
-    scope: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BackendLabel {
-    backend: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabel {
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FingerprintLabel {
-    fingerprint: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CallerLabels {
-    /// A name from `[[callers]]`, or `other` for every caller that is not listed (SPEC §10).
-    caller: Arc<str>,
-    outcome: &'static str,
-}
-
-/// The label set of a metric without labels that may be absent: it encodes no label list, and
-/// a family without members is left out of the exposition.
-type Unlabelled = [(&'static str, &'static str); 0];
+use labels::{
+    BackendLabel, CallerLabels, ClassLabel, FingerprintLabel, KindLabel, RequestLabels,
+    ResultLabel, ScopeLabel, Unlabelled, VersionLabel, class,
+};
 
 /// The gateway's metrics and the registry that exposes them.
 pub struct Metrics {
