@@ -13,7 +13,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::{Conn, DIGILOCKER_INIT, Fault};
+use super::connection::Conn;
+use super::{DIGILOCKER_INIT, Fault};
 
 pub(super) async fn answer(
     req: Request<Incoming>,
