@@ -9,6 +9,9 @@
 #
 #   bash benches/count.sh gateway [REQUESTS]    # default 5000, after 1000 not counted
 #   bash benches/count.sh nginx [REQUESTS]      # nginx with benches/nginx.conf.template
+#   bash benches/count.sh bare [REQUESTS]       # examples/bare_proxy.rs: the same job on
+#                                               # hyper, tokio and rustls alone, the floor
+#                                               # under the gateway's own steps
 #   GATEWAY_BIN=/path/to/kwikid-gateway bash benches/count.sh gateway
 #   KEEP_PROFILE=/tmp/gw.callgrind bash benches/count.sh gateway   # keep callgrind's profile
 #   SYSCALLS=strace bash benches/count.sh gateway   # syscalls by call, through strace
@@ -19,7 +22,7 @@
 # the request count.
 set -euo pipefail
 
-who=${1:?usage: count.sh gateway|nginx [REQUESTS]}
+who=${1:?usage: count.sh gateway|nginx|bare [REQUESTS]}
 requests=${2:-5000}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -32,10 +35,15 @@ bench_name=count
 # shellcheck source=benches/lib.sh
 source "$here/lib.sh"
 
-case $who in gateway | nginx) ;; *) die "first argument: gateway or nginx" ;; esac
+case $who in gateway | nginx | bare) ;; *) die "first argument: gateway, nginx or bare" ;; esac
 need_tools cargo oha valgrind callgrind_control python3 taskset
 [ "$who" != nginx ] || need_tools nginx
 build_release
+if [ "$who" = bare ]; then
+    say "building: cargo build --release --locked --example bare_proxy"
+    (cd "$repo" && cargo build --release --locked --example bare_proxy) >&2 || die "example build failed"
+    bare_bin=${CARGO_TARGET_DIR:-$repo/target}/release/examples/bare_proxy
+fi
 make_work_dir count
 cleanup() {
     local pid
@@ -90,6 +98,9 @@ start_proxy() {
     if [ "$who" = gateway ]; then
         start_server "$PROXY_CPU" "$work/access.log" "$work/proxy.err" "$port" 120 \
             "$@" "$gateway_bin" --config "$work/gateway.toml"
+    elif [ "$who" = bare ]; then
+        start_server "$PROXY_CPU" /dev/null "$work/proxy.err" "$port" 120 \
+            "$@" "$bare_bin" "127.0.0.1:$port" "localhost:$mock_port" "$work/ca.pem"
     else
         start_server "$PROXY_CPU" /dev/null "$work/proxy.err" "$port" 120 \
             "$@" nginx -p "$work/nginx/" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" -g 'daemon off;'
