@@ -153,6 +153,14 @@ def main():
                        if who == "gateway_redis" else "—")
         row += [""] * (len(header) - len(row))
         w("| " + " | ".join(row) + " |")
+    if any(m == "steal_pct_max" for _, m in values):
+        # The host's share, not the proxy's: no ratio, no target; it says how far to trust
+        # the rows above (a round whose CPUs were partly given to other guests runs slower).
+        row = ["host CPU steal, max req/s / {rate} req/s (% of all CPUs' time)".format(**meta)]
+        row += [f"{cell(who, 'steal_pct_max', 1)} / {cell(who, 'steal_pct_rate', 1)}"
+                for who in present]
+        row += [""] * (len(header) - len(row))
+        w("| " + " | ".join(row) + " |")
     bad = {who: int(sum(values.get((who, "non200"), [])) + sum(values.get((who, "socket_errors"), [])))
            for who in present}
     row = ["non-200 answers + socket errors (all phases, summed)"] + [str(bad[who]) for who in present]
@@ -217,7 +225,10 @@ def main():
       "utime+stime delta of the proxy (nginx: master + worker) from /proc/PID/stat over the "
       "phase ÷ requests completed; peak RSS = VmHWM after the load phases (nginx: the worker); "
       "idle RSS = VmRSS with {idle_conns} caller connections open, each having completed one "
-      "request. Access logs on for both.".format(**meta))
+      "request. Access logs on for both. Host CPU steal = the `steal` ticks of /proc/stat over "
+      "the phase, all CPUs, as a share of their time: on a virtual machine whose host is busy, "
+      "a round with much of it ran slower and costlier for reasons outside the proxy."
+      .format(**meta))
     w("")
     if h2_ran:
         w("HTTP/2 rows: h2c with prior knowledge (gateway: its proxy listener; nginx: a second "

@@ -114,6 +114,19 @@ cpu_ticks() {
     echo "$total"
 }
 
+# "steal ticks, ns": the clock ticks the hypervisor gave this machine's CPUs to other guests
+# (/proc/stat, summed over all CPUs) and the wall clock. A phase that lost a large share of its
+# CPUs to the host measures the host more than the proxy.
+host_clock() { echo "$(awk '$1 == "cpu" { print $9 }' /proc/stat) $(date +%s%N)"; }
+
+# Percent of all CPUs' time stolen between host_clock readings $1 and $2.
+steal_pct() {
+    awk -v a="$1" -v b="$2" -v hz="$clk_tck" -v cpus="$(nproc --all)" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        secs = (y[2] - x[2]) / 1e9
+        printf "%.1f", (secs > 0 ? (y[1] - x[1]) / hz / secs / cpus * 100 : 0) }'
+}
+
 # CPU microseconds per request: $1 clock ticks spent over $2 requests.
 us_per_request() { awk -v t="$1" -v hz="$clk_tck" -v n="$2" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }'; }
 
@@ -354,8 +367,10 @@ measure() {
     say "round $round: $who: max req/s, $CONNS connections, ${DURATION}s"
     [ "$who" = floor ] || before=$(cpu_ticks "${cpu_pids[@]}")
     [ "$who" != gateway_redis ] || redis_before=$(cpu_ticks "$redis_pid")
+    host_before=$(host_clock)
     run_wrk "$DURATION" "$url" "$auth" >"$log.wrk" 2>&1 || die "wrk failed ($who)"
     [ "$who" = floor ] || after=$(cpu_ticks "${cpu_pids[@]}")
+    record "$round" "$who" steal_pct_max "$(steal_pct "$host_before" "$(host_clock)")"
     requests=$(bench_field requests "$log.wrk")
     local duration_us
     duration_us=$(bench_field duration_us "$log.wrk")
@@ -381,8 +396,10 @@ measure() {
     say "round $round: $who: fixed $RATE req/s, ${RATE_DURATION}s (oha)"
     [ "$who" = floor ] || before=$(cpu_ticks "${cpu_pids[@]}")
     [ "$who" != gateway_redis ] || redis_before=$(cpu_ticks "$redis_pid")
+    host_before=$(host_clock)
     run_oha "$url" "${oha_args[@]}" >"$log.oha.json" 2>"$log.oha.err" || die "oha failed ($who); see $log.oha.err"
     [ "$who" = floor ] || after=$(cpu_ticks "${cpu_pids[@]}")
+    record "$round" "$who" steal_pct_rate "$(steal_pct "$host_before" "$(host_clock)")"
     local parsed
     parsed=$(python3 - "$log.oha.json" <<'PY'
 import json, sys
