@@ -15,8 +15,9 @@
 //! - [`hardening`]   at start: no core files, not dumpable (other processes of the user kept out)
 //! - [`server`]      accept loop, connection cap, TLS / mTLS → `Peer`, hyper's HTTP/1.1 and
 //!   HTTP/2 server, graceful drain
-//! - [`proxy`]       the tower stack, one step per file: access log, rescue (every refusal →
-//!   one JSON answer), trust, route, callers, body, policy, limits, forward
+//! - [`proxy`]       the tower stack, one step per file: access log, rescue (every refusal,
+//!   a `Reject` of `reject.rs`, → one JSON answer), trust, route, callers, body, policy,
+//!   limits, forward
 //! - [`rules`]       the pure rules the steps apply: trusted networks, route hygiene, named
 //!   callers, the init body, callback hosts, which headers cross
 //! - [`limits`]      per-caller (named callers' own) and global governor buckets, KwikID's

@@ -10,6 +10,7 @@ pub mod exchange;
 pub mod forward;
 pub mod limits;
 pub mod policy;
+pub mod reject;
 pub mod rescue;
 pub mod route;
 pub mod shutdown;
