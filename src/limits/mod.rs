@@ -9,12 +9,15 @@
 //!
 //! - `local`: the in-process buckets, decided at once when no wait is needed.
 //! - [`redis`]: the buckets every replica shares.
+//! - `verdict`: what a check decides ([`Now`], [`Limited`], [`Scope`], [`Stage`]).
 
 mod local;
 pub mod redis;
 mod retry_after;
+mod verdict;
 
 pub use retry_after::upstream_retry_after;
+pub use verdict::{Limited, Now, Scope, Stage};
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -27,56 +30,6 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use self::redis::SharedBuckets;
 use crate::config::{OnRedisError, Rate, RateLimit};
 use crate::metrics::Metrics;
-
-/// Which bucket refused a request; a bounded metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
-    Caller,
-    Global,
-    /// KwikID itself answered 429 and the account is held closed.
-    Upstream,
-}
-
-impl Scope {
-    /// Every scope's name, as [`Self::as_str`] gives it.
-    pub const NAMES: [&'static str; 3] = ["caller", "global", "upstream"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Caller => "caller",
-            Self::Global => "global",
-            Self::Upstream => "upstream",
-        }
-    }
-}
-
-/// The in-process buckets' verdict when it needs no wait ([`RateLimits::acquire_now`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Now {
-    /// Both permits are taken.
-    Granted,
-    /// A bucket is empty for longer than `max_wait`.
-    Refused(Limited),
-    /// Redis decides, KwikID's hold is on, or a wait may end within `max_wait`:
-    /// [`RateLimits::acquire`] decides, from this stage.
-    Later(Stage),
-}
-
-/// How far a verdict got: which permits are already taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// None yet.
-    Caller,
-    /// The caller's; the account's is next.
-    Account,
-}
-
-/// A refusal: which bucket, and the whole seconds to put in `Retry-After` (≥ 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limited {
-    pub scope: Scope,
-    pub retry_after_secs: u64,
-}
 
 pub struct RateLimits {
     /// With `backend = "redis"`: the buckets every replica shares, and what to do without them.
