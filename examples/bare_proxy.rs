@@ -30,6 +30,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
+use zeroize::Zeroizing;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -89,8 +90,12 @@ fn main() -> Result<(), Error> {
     let host = upstream
         .rsplit_once(':')
         .map_or(upstream.as_str(), |(h, _)| h);
-    let token = std::env::var("KWIKID_API_TOKEN").map_err(|_| "KWIKID_API_TOKEN is not set")?;
-    let mut authorization = HeaderValue::try_from(format!("Bearer {token}"))?;
+    // Zeroed on drop, as the gateway's own copies are; the header value's bytes are hyper's.
+    let token = Zeroizing::new(
+        std::env::var("KWIKID_API_TOKEN").map_err(|_| "KWIKID_API_TOKEN is not set")?,
+    );
+    let bearer = Zeroizing::new(format!("Bearer {}", token.as_str()));
+    let mut authorization = HeaderValue::try_from(bearer.as_str())?;
     authorization.set_sensitive(true);
 
     let mut roots = rustls::RootCertStore::empty();
