@@ -8,7 +8,7 @@
 
 use arbitrary::Arbitrary;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use kwikid_gateway::rules::headers::{request_headers, strip_response_headers};
+use kwikid_gateway::rules::headers::{outgoing, request_headers, strip_response_headers};
 use libfuzzer_sys::fuzz_target;
 
 /// Never forwarded to KwikID (SPEC §4), compared after lowercasing and reading `_` as `-`.
@@ -72,6 +72,24 @@ fuzz_target!(|input: Input| {
         if !stripped(n, &listed) && folded(n) != "x-caller-id" {
             assert!(kept.contains_key(name), "{n} was dropped");
         }
+    }
+
+    // What goes to `send`: the same, less `Host` and `Authorization` (which `send` inserts),
+    // plus the gateway's request id and a `Content-Length` only when it is the body's.
+    let id = HeaderValue::from_static("gw-1");
+    let sent = outgoing(caller.clone(), &caller_header, 2, Some(&id));
+    for name in sent.keys() {
+        let n = name.as_str();
+        let values: Vec<_> = sent.get_all(name).iter().collect();
+        match n {
+            "host" | "authorization" => {}
+            "x-request-id" => assert_eq!(values, [&id]),
+            "content-length" => assert_eq!(values, [&HeaderValue::from_static("2")]),
+            _ => assert_eq!(values, kept.get_all(name).iter().collect::<Vec<_>>(), "{n}"),
+        }
+    }
+    for name in kept.keys() {
+        assert!(sent.contains_key(name), "{name} was dropped on the way to send");
     }
 
     let mut answer = caller.clone();

@@ -67,19 +67,14 @@ impl ForwardTo {
         let exchange = Exchange::of(&request);
         let (parts, body) = request.into_parts();
         let head = parts.method == http::Method::HEAD;
-        let mut outgoing = headers::request_headers(&parts.headers, &self.caller_header);
-        // The caller's Content-Length, when it is the length of the body that goes on, is what
-        // hyper would write: kept, rather than a new value made per request.
-        if let Some(length) = parts.headers.get(header::CONTENT_LENGTH)
-            && length.as_bytes() == itoa::Buffer::new().format(body.bytes.len()).as_bytes()
-        {
-            outgoing.insert(header::CONTENT_LENGTH, length.clone());
-        }
         let token = self.token.current();
         let request_id = exchange.as_ref().map(|e| &e.request_id);
-        if let Some(id) = request_id {
-            outgoing.insert(super::X_REQUEST_ID.clone(), id.clone());
-        }
+        let outgoing = headers::outgoing(
+            parts.headers,
+            &self.caller_header,
+            body.bytes.len(),
+            request_id,
+        );
         // Scrubbed only when a line is written: tracing evaluates a field only then.
         let logged_id = || {
             let id = request_id

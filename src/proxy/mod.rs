@@ -51,9 +51,7 @@ pub(crate) fn refuse<F>(reject: Reject) -> PassOrRefuse<F> {
     Either::Right(std::future::ready(Err(reject)))
 }
 
-/// A parsed name, so that looking it up or inserting it does not parse (and, for a name
-/// outside http's standard set, allocate) on every request.
-pub(crate) static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+pub(crate) use crate::rules::headers::X_REQUEST_ID;
 
 /// What the steps share across connections; each step takes only the pieces it needs.
 pub struct Pipeline {

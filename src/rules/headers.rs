@@ -9,7 +9,11 @@
 //! a header the gateway strips is stripped too (nginx drops every such name by default).
 
 use http::HeaderMap;
-use http::header::HeaderName;
+use http::header::{self, HeaderName, HeaderValue};
+
+/// A parsed name, so that looking it up or inserting it does not parse (and, for a name
+/// outside http's standard set, allocate) on every request.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the gateway does with a header name on its way through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +132,68 @@ pub fn request_headers(caller: &HeaderMap, caller_header: &HeaderName) -> Header
     kept
 }
 
+/// The headers sent to KwikID for a caller's request whose body is `body_length` bytes:
+/// those of [`request_headers`], the caller's `Content-Length` when it is the body's (what
+/// hyper would write for it), and `x-request-id` set to `request_id` (none when `None`).
+///
+/// `Host` and `Authorization` may still be the caller's: [`crate::upstream::Upstream::send`]
+/// *inserts* both, replacing them. Every other name that must not cross is gone.
+///
+/// The usual request has at most one header to remove (the caller header): it is removed
+/// from the caller's own map, which is then sent, rather than every other header being copied
+/// into a new one. Removing moves the last field line into the gap; only the order of one
+/// name's values is significant (RFC 9110 §5.3), and that is kept. A request with more to
+/// remove is rebuilt in the caller's order.
+pub fn outgoing(
+    mut caller: HeaderMap,
+    caller_header: &HeaderName,
+    body_length: usize,
+    request_id: Option<&HeaderValue>,
+) -> HeaderMap {
+    let length_kept = |caller: &HeaderMap| {
+        let mut lengths = caller.get_all(header::CONTENT_LENGTH).iter();
+        let one = lengths.next();
+        lengths.next().is_none()
+            && one
+                .is_some_and(|v| v.as_bytes() == itoa::Buffer::new().format(body_length).as_bytes())
+    };
+    let listing = caller.contains_key(header::CONNECTION);
+    let kept = |name: &HeaderName| {
+        let n = name.as_str().as_bytes();
+        match kind(n) {
+            Kind::Other => {
+                !(same_name(n, caller_header.as_str().as_bytes())
+                    || (listing && connection_lists(&caller, n)))
+            }
+            // Replaced by `send`, or below.
+            _ if name == header::HOST || name == header::AUTHORIZATION => true,
+            _ if name == X_REQUEST_ID => request_id.is_some(),
+            _ if name == header::CONTENT_LENGTH => length_kept(&caller),
+            _ => false,
+        }
+    };
+    let mut removed = caller.keys().filter(|name| !kept(name));
+    match (removed.next().cloned(), removed.next()) {
+        (None, _) => {}
+        (Some(name), None) => {
+            caller.remove(name);
+        }
+        (Some(_), Some(_)) => {
+            let length = length_kept(&caller)
+                .then(|| caller.get(header::CONTENT_LENGTH).cloned())
+                .flatten();
+            caller = request_headers(&caller, caller_header);
+            if let Some(length) = length {
+                caller.insert(header::CONTENT_LENGTH, length);
+            }
+        }
+    }
+    if let Some(id) = request_id {
+        caller.insert(X_REQUEST_ID.clone(), id.clone());
+    }
+    caller
+}
+
 /// Removes from KwikID's answer what does not go back to the caller: hop-by-hop headers,
 /// and the framing and request id, which the gateway sets itself.
 pub fn strip_response_headers(upstream: &mut HeaderMap) {
@@ -212,6 +278,57 @@ mod tests {
         let caller_header = HeaderName::from_static("x-caller-id");
         let kept = request_headers(&caller, &caller_header);
         assert_eq!(names(&kept), ["content-type", "accept"]);
+    }
+
+    /// Guards against the in-place path letting a header through that the rebuilt one
+    /// drops: with none, one or several names to remove, what reaches `send` is the same set
+    /// of headers and values, the caller's `x-request-id` is replaced, and a `Content-Length`
+    /// that is not the body's never stays.
+    #[test]
+    fn outgoing_keeps_the_same_headers_whether_removed_in_place_or_rebuilt() {
+        let caller_header = HeaderName::from_static("x-caller-id");
+        let id = HeaderValue::from_static("gw-1");
+        fn sorted(headers: &HeaderMap) -> Vec<(String, Vec<&[u8]>)> {
+            let mut all: Vec<(String, Vec<&[u8]>)> = headers
+                .keys()
+                .map(|n| {
+                    let values = headers.get_all(n).iter().map(HeaderValue::as_bytes);
+                    (n.to_string(), values.collect())
+                })
+                .collect();
+            all.sort();
+            all
+        }
+        let usual = [
+            ("host", "gw.internal"),
+            ("content-type", "application/json"),
+            ("accept", "a/b"),
+            ("accept", "c/d"),
+            ("content-length", "2"),
+        ];
+        for extra in [
+            &[][..],
+            &[("x-caller-id", "orders")][..],
+            &[("authorization", "Bearer caller")][..],
+            &[("x-caller-id", "orders"), ("cookie", "a=b")][..],
+            &[("x_forwarded_for", "203.0.113.7"), ("x-request-id", "own")][..],
+            &[("content-length", "3")][..],
+        ] {
+            let caller = map(&[usual.as_slice(), extra].concat());
+            let mut sent = outgoing(caller.clone(), &caller_header, 2, Some(&id));
+            let mut expected = request_headers(&caller, &caller_header);
+            if caller.get_all(header::CONTENT_LENGTH).iter().count() == 1 {
+                expected.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+            }
+            expected.insert(X_REQUEST_ID.clone(), id.clone());
+            // Maybe left for `send`, which inserts both.
+            sent.remove(header::HOST);
+            sent.remove(header::AUTHORIZATION);
+            assert_eq!(sorted(&sent), sorted(&expected), "with {extra:?}");
+        }
+        let own_id = map(&[("x-request-id", "own"), ("accept", "a/b")]);
+        let sent = outgoing(own_id, &caller_header, 0, None);
+        assert_eq!(names(&sent), ["accept"]);
     }
 
     /// Guards against `X_Forwarded_For` and other underscore spellings of stripped headers
