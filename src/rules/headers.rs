@@ -49,11 +49,12 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
 }
 
-/// Classifies a header name case-insensitively and with `_` read as `-`, in one pass.
-fn kind(name: &[u8]) -> Kind {
-    // A parsed `HeaderName` is lower case already; without `_` it needs no folding, and
-    // nearly every name is such (this runs for every header of every request and answer).
-    if name.iter().all(|&b| b != b'_' && !b.is_ascii_uppercase()) {
+/// Classifies a header name with `_` read as `-`. A `HeaderName` is lower case already
+/// (http folds it when parsing), so only `_` can need folding, and nearly no name has one
+/// (this runs for every header of every request and answer).
+fn kind(name: &HeaderName) -> Kind {
+    let name = name.as_str().as_bytes();
+    if !name.contains(&b'_') {
         return folded_kind(name);
     }
     if name.len() > LONGEST_KNOWN {
@@ -96,7 +97,7 @@ fn folded_kind(name: &[u8]) -> Kind {
 /// Whether a header name is one the gateway always strips or sets itself; such a name cannot
 /// be the caller header.
 pub fn is_reserved_request_header(name: &HeaderName) -> bool {
-    kind(name.as_str().as_bytes()) != Kind::Other
+    kind(name) != Kind::Other
 }
 
 /// Whether a comma-separated `Connection` value lists `name` (RFC 9110 §7.6.1).
@@ -122,7 +123,7 @@ pub fn request_headers(caller: &HeaderMap, caller_header: &HeaderName) -> Header
     let mut kept = HeaderMap::with_capacity(caller.len());
     for (name, value) in caller {
         let n = name.as_str().as_bytes();
-        if kind(n) == Kind::Other
+        if kind(name) == Kind::Other
             && !same_name(n, caller_header.as_str().as_bytes())
             && !(listing && connection_lists(caller, n))
         {
@@ -160,7 +161,7 @@ pub fn outgoing(
     let listing = caller.contains_key(header::CONNECTION);
     let kept = |name: &HeaderName| {
         let n = name.as_str().as_bytes();
-        match kind(n) {
+        match kind(name) {
             Kind::Other => {
                 !(same_name(n, caller_header.as_str().as_bytes())
                     || (listing && connection_lists(&caller, n)))
@@ -213,7 +214,7 @@ pub fn strip_answer_headers(upstream: &mut HeaderMap, body_length: Option<usize>
     });
     let kept = |all: &HeaderMap, name: &HeaderName| {
         let n = name.as_str().as_bytes();
-        match kind(n) {
+        match kind(name) {
             Kind::Other | Kind::CallerOnly => !(listing && connection_lists(all, n)),
             Kind::SetBoth => length_kept && name == http::header::CONTENT_LENGTH,
             Kind::HopByHop | Kind::Connection => false,
