@@ -25,10 +25,11 @@ pub fn parse_init(body: &[u8]) -> Result<InitBody<'_>, &'static str> {
     }
     // JSON is UTF-8 (RFC 8259 §8.1); serde_json does not check the values it skips, so a
     // body with other bytes in a field the gateway ignores would otherwise reach KwikID.
-    if std::str::from_utf8(body).is_err() {
+    let Ok(text) = std::str::from_utf8(body) else {
         return Err("The request body must be UTF-8 JSON.");
-    }
-    serde_json::from_slice(body).map_err(|_| {
+    };
+    // From the checked text, serde_json does not check each string again.
+    serde_json::from_str(text).map_err(|_| {
         "The request body must be a JSON object whose handshake_id and callback_url are strings or null."
     })
 }
