@@ -182,26 +182,35 @@ pub struct LoadedToken {
     pub expires: Option<SystemTime>,
     /// See [`Token::revealing_forms`]; the access log refuses fields that contain one.
     revealing: Vec<LockedBytes>,
+    /// The length of the shortest revealing form: shorter text cannot hold any, even
+    /// percent-encoded (an escape is longer than the byte it stands for).
+    shortest: usize,
 }
 
 impl LoadedToken {
     pub fn new(token: &Token) -> Self {
+        let revealing: Vec<LockedBytes> = token
+            .revealing_forms()
+            .iter()
+            .map(|form| LockedBytes::concat(&[form]))
+            .collect();
+        let shortest = revealing.iter().map(|form| form.len()).min().unwrap_or(0);
         Self {
             header: token.bearer_header(),
             fingerprint: token.fingerprint(),
             loaded_at: Instant::now(),
             expires: token.expiry(),
-            revealing: token
-                .revealing_forms()
-                .iter()
-                .map(|form| LockedBytes::concat(&[form]))
-                .collect(),
+            revealing,
+            shortest,
         }
     }
 
     /// Whether `text` contains the token in any of its revealing forms, as is or with any of
     /// its bytes written as `%XX` (a form sent in a URL, wholly or partly percent-encoded).
     pub fn is_revealed_in(&self, text: &[u8]) -> bool {
+        if text.len() < self.shortest {
+            return false;
+        }
         let plain = self.revealing.iter().any(|needle| {
             text.len() >= needle.len() && memchr::memmem::find(text, needle).is_some()
         });

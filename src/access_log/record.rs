@@ -23,7 +23,9 @@ pub struct AccessRecord<'a> {
     pub path: &'a str,
     pub status: u16,
     pub upstream_status: Option<u16>,
-    pub outcome: &'a str,
+    /// One of the gateway's own words (`forwarded`, an error code of SPEC §4,
+    /// `client_closed`): lower-case letters and `_`, written without escaping.
+    pub outcome: &'static str,
     pub duration_ms: f64,
     pub upstream_ms: Option<f64>,
     pub bytes_in: usize,
@@ -95,8 +97,10 @@ pub(super) fn render_into(out: &mut Vec<u8>, record: &AccessRecord<'_>, token: &
         out.extend_from_slice(b",\"upstream_status\":");
         out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     }
-    out.extend_from_slice(b",\"outcome\":");
-    json_str(out, record.outcome);
+    out.extend_from_slice(b",\"outcome\":\"");
+    // One of the gateway's own codes: nothing to escape.
+    out.extend_from_slice(record.outcome.as_bytes());
+    out.push(b'"');
     out.extend_from_slice(b",\"duration_ms\":");
     millis(out, record.duration_ms);
     if let Some(ms) = record.upstream_ms {
@@ -111,9 +115,10 @@ pub(super) fn render_into(out: &mut Vec<u8>, record: &AccessRecord<'_>, token: &
         out.extend_from_slice(b",\"handshake_id\":");
         json_str(out, scrub(handshake_id, token));
     }
-    out.extend_from_slice(b",\"token_id\":");
-    json_str(out, &token.fingerprint);
-    out.extend_from_slice(b"}\n");
+    // Hexadecimal digits: nothing to escape.
+    out.extend_from_slice(b",\"token_id\":\"");
+    out.extend_from_slice(token.fingerprint.as_bytes());
+    out.extend_from_slice(b"\"}\n");
 }
 
 /// A JSON string that stays on one physical line under any line splitter: quotes,

@@ -329,6 +329,18 @@ mod tests {
 
     /// Guards against a caller-chosen id that could break a log line or a header being kept,
     /// and a sane one being replaced.
+    /// Guards against an outcome that the access line would have to escape: outcomes are
+    /// written as they are.
+    #[test]
+    fn outcomes_are_plain_words() {
+        for outcome in outcomes() {
+            assert!(
+                !outcome.is_empty() && outcome.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{outcome}"
+            );
+        }
+    }
+
     #[test]
     fn sane_request_ids_are_kept_others_replaced() {
         let kept = request_id(Some(&HeaderValue::from_static("abc-123")));
