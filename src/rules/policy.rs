@@ -84,11 +84,13 @@ impl CallbackPolicy {
         let Some(hosts) = &self.hosts else {
             return true;
         };
-        let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+        // The patterns are lower case; the host is compared without a lower-cased copy.
+        let host = authority.host().trim_end_matches('.').as_bytes();
         hosts.iter().any(|pattern| match pattern {
-            HostPattern::Exact(h) => host == *h,
+            HostPattern::Exact(h) => host.eq_ignore_ascii_case(h.as_bytes()),
             HostPattern::AnySubdomainOf(suffix) => {
-                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+                host.len() > suffix.len()
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
             }
         })
     }
