@@ -10,7 +10,7 @@ use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::header::{CONNECTION, HeaderValue};
+use http::header::{CONNECTION, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
@@ -21,7 +21,8 @@ use crate::proxy::{Answer, X_REQUEST_ID};
 
 /// `Keep-Alive` (RFC 9112 Appendix C.2.2; MDN "Keep-Alive"): the caller's pool may close an
 /// idle connection before the gateway does, instead of racing its close.
-pub(super) const KEEP_ALIVE: &str = "keep-alive";
+/// Parsed once: a `&str` name is parsed again on every insert.
+pub(super) static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Wraps one connection's stack.
 #[derive(Clone)]
@@ -110,7 +111,7 @@ where
         if let Some(keep_alive) = this.keep_alive.take()
             && !headers.contains_key(CONNECTION)
         {
-            headers.insert(KEEP_ALIVE, HeaderValue::clone(&keep_alive));
+            headers.insert(KEEP_ALIVE.clone(), HeaderValue::clone(&keep_alive));
         }
         Poll::Ready(Ok(answer.map(|body| Tracked { body, guard })))
     }
@@ -253,7 +254,7 @@ mod tests {
             .oneshot(with_id("written"))
             .await
             .unwrap();
-        assert_eq!(written.headers()[KEEP_ALIVE], "timeout=75");
+        assert_eq!(written.headers()[&KEEP_ALIVE], "timeout=75");
         let pending = tracked(&activity, &drain)
             .oneshot(with_id("pending"))
             .await
@@ -270,7 +271,7 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            late.headers().get(KEEP_ALIVE).is_none(),
+            late.headers().get(&KEEP_ALIVE).is_none(),
             "draining: no promise"
         );
         assert_eq!(late.into_body().collect().await.unwrap().to_bytes(), "{}");
