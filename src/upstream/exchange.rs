@@ -112,6 +112,13 @@ impl DriverSlot {
     async fn run<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
         let mut work = pin!(work);
         std::future::poll_fn(|cx| {
+            // The work first: a stage often finds what it waits for already there (a kept
+            // connection ready for a request, an answer's body read along with its head), and
+            // then the connection's I/O is not polled for nothing. Pending work always gets
+            // the connection polled, and looked at again after it.
+            if let Poll::Ready(done) = work.as_mut().poll(cx) {
+                return Poll::Ready(Some(done));
+            }
             let finished = self.poll(cx).is_ready();
             match work.as_mut().poll(cx) {
                 Poll::Ready(done) => Poll::Ready(Some(done)),
