@@ -2,6 +2,8 @@
 //! never buffered) and within `upstream.request_timeout`, then checked as DigiLocker init
 //! JSON.
 
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -110,7 +112,14 @@ where
     if body.size_hint().lower() > max_bytes as u64 {
         return Err(Reject::BodyTooLarge);
     }
-    match tokio::time::timeout(timeout, Limited::new(body, max_bytes).collect()).await {
+    let mut collect = pin!(Limited::new(body, max_bytes).collect());
+    // A small body usually came with the head: then it is read without a timer (a timer is
+    // set up in tokio's wheel, and taken out again when dropped).
+    let read = match poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await {
+        Poll::Ready(read) => Ok(read),
+        Poll::Pending => tokio::time::timeout(timeout, collect).await,
+    };
+    match read {
         Err(_) => Err(Reject::BodyTimeout),
         Ok(Err(e)) if e.is::<LengthLimitError>() => Err(Reject::BodyTooLarge),
         Ok(Err(_)) => Err(Reject::BodyUnreadable),
