@@ -133,6 +133,15 @@ pub fn request_headers(caller: &HeaderMap, caller_header: &HeaderName) -> Header
     kept
 }
 
+/// Whether `headers` hold exactly one `Content-Length` field line, and it is `n` written as
+/// hyper would write it (plain decimal, RFC 9110 §8.6): such a line may be kept as it is.
+fn one_length_of(headers: &HeaderMap, n: usize) -> bool {
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let one = lengths.next();
+    lengths.next().is_none()
+        && one.is_some_and(|v| v.as_bytes() == itoa::Buffer::new().format(n).as_bytes())
+}
+
 /// The headers sent to KwikID for a caller's request whose body is `body_length` bytes:
 /// those of [`request_headers`], the caller's `Content-Length` when it is the body's (what
 /// hyper would write for it), and `x-request-id` set to `request_id` (none when `None`).
@@ -151,13 +160,7 @@ pub fn outgoing(
     body_length: usize,
     request_id: Option<&HeaderValue>,
 ) -> HeaderMap {
-    let length_kept = |caller: &HeaderMap| {
-        let mut lengths = caller.get_all(header::CONTENT_LENGTH).iter();
-        let one = lengths.next();
-        lengths.next().is_none()
-            && one
-                .is_some_and(|v| v.as_bytes() == itoa::Buffer::new().format(body_length).as_bytes())
-    };
+    let length_kept = |caller: &HeaderMap| one_length_of(caller, body_length);
     let listing = caller.contains_key(header::CONNECTION);
     let kept = |name: &HeaderName| {
         let n = name.as_str().as_bytes();
@@ -206,12 +209,7 @@ pub fn strip_response_headers(upstream: &mut HeaderMap) {
 /// with nothing else to strip, KwikID's usual one, is then left as it is instead of rebuilt.
 pub fn strip_answer_headers(upstream: &mut HeaderMap, body_length: Option<usize>) {
     let listing = upstream.contains_key(http::header::CONNECTION);
-    let length_kept = body_length.is_some_and(|n| {
-        let mut lengths = upstream.get_all(http::header::CONTENT_LENGTH).iter();
-        let one = lengths.next();
-        lengths.next().is_none()
-            && one.is_some_and(|v| v.as_bytes() == itoa::Buffer::new().format(n).as_bytes())
-    });
+    let length_kept = body_length.is_some_and(|n| one_length_of(upstream, n));
     let kept = |all: &HeaderMap, name: &HeaderName| {
         let n = name.as_str().as_bytes();
         match kind(name) {

@@ -131,10 +131,17 @@ pub(super) enum Wait {
     Idle,
 }
 
-/// One connection's timer over [`Activity`]: reset when what the connection waits for
-/// changes, never by a caller's pings or stray bytes while idle on HTTP/2.
+/// One connection's timer over [`Activity`]: a new deadline when what the connection waits
+/// for changes, never by a caller's pings or stray bytes while idle on HTTP/2.
+///
+/// The tokio timer is moved only to an *earlier* deadline. A later one (the idle wait after
+/// each answer on a kept connection, nearly every request) is only written down: when the
+/// timer fires before it, [`Watchdog::due`] moves the timer there instead of timing out. So a
+/// busy keep-alive connection does not take the timer wheel's lock twice per request.
 pub(super) struct Watchdog {
     pub(super) wait: Wait,
+    /// When the current wait ends; the timer fires at or before it.
+    deadline: Instant,
     header_read_timeout: Duration,
     idle_timeout: Duration,
     /// HTTP/1.1 reads heads byte by byte; an HTTP/2 HEADERS frame arrives whole, so bytes
@@ -154,9 +161,11 @@ impl Watchdog {
         http1: bool,
         timer: Pin<&mut Sleep>,
     ) -> Self {
-        timer.reset(Instant::now() + header_read_timeout);
+        let deadline = Instant::now() + header_read_timeout;
+        timer.reset(deadline);
         Self {
             wait: Wait::Head,
+            deadline,
             header_read_timeout,
             idle_timeout,
             http1,
@@ -191,11 +200,31 @@ impl Watchdog {
             return;
         }
         self.wait = now;
-        match now {
-            Wait::Head => timer.reset(Instant::now() + self.header_read_timeout),
-            Wait::Idle => timer.reset(Instant::now() + self.idle_timeout),
-            Wait::Busy => {}
+        let timeout = match now {
+            Wait::Head => self.header_read_timeout,
+            Wait::Idle => self.idle_timeout,
+            Wait::Busy => return,
+        };
+        self.deadline = Instant::now() + timeout;
+        if self.deadline < timer.deadline() || timer.is_elapsed() {
+            timer.reset(self.deadline);
         }
+    }
+
+    /// When the current wait ends (meaningless while [`Wait::Busy`]).
+    #[cfg(test)]
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Called when `timer` fired: whether the wait is over. If not, the deadline was moved
+    /// later since the timer was set, and the timer is moved there.
+    pub(super) fn due(&self, timer: Pin<&mut Sleep>) -> bool {
+        if Instant::now() >= self.deadline {
+            return true;
+        }
+        timer.reset(self.deadline);
+        false
     }
 
     /// Whether the timer counts: not while busy, nor once the idle close has begun.
@@ -227,9 +256,10 @@ mod tests {
         (dog, timer)
     }
 
-    /// `observe`, and whether it re-armed the timer `after` from the moment it ran.
+    /// `observe`, checking that a new deadline is `after` from the moment it ran and that
+    /// the timer fires no later than the deadline.
     fn observe(dog: &mut Watchdog, activity: &Activity, timer: &mut Pin<Box<Sleep>>) -> Wait {
-        let was = timer.deadline();
+        let was = dog.deadline();
         let before = Instant::now();
         dog.observe(activity, timer.as_mut());
         let after = Instant::now();
@@ -238,8 +268,14 @@ mod tests {
             Wait::Idle => Some(Duration::from_secs(75)),
             Wait::Busy => None,
         };
-        if let Some(after_by) = expected.filter(|_| timer.deadline() != was) {
-            assert!(timer.deadline() >= before + after_by && timer.deadline() <= after + after_by);
+        if let Some(after_by) = expected.filter(|_| dog.deadline() != was) {
+            assert!(dog.deadline() >= before + after_by && dog.deadline() <= after + after_by);
+        }
+        if dog.armed() {
+            assert!(
+                timer.deadline() <= dog.deadline(),
+                "the timer fires in time"
+            );
         }
         dog.wait
     }
@@ -260,14 +296,14 @@ mod tests {
 
         activity.in_flight.store(0, Ordering::Relaxed);
         assert_eq!(observe(&mut dog, &activity, &mut timer), Wait::Idle);
-        let idle_until = timer.deadline();
+        let idle_until = dog.deadline();
         assert!(idle_until > Instant::now() + Duration::from_secs(70));
         assert_eq!(
             observe(&mut dog, &activity, &mut timer),
             Wait::Idle,
             "nothing arrived: still idle"
         );
-        assert_eq!(timer.deadline(), idle_until, "and the timer runs on");
+        assert_eq!(dog.deadline(), idle_until, "and the wait runs on");
 
         activity.read.store(true, Ordering::Relaxed);
         assert_eq!(observe(&mut dog, &activity, &mut timer), Wait::Head);
@@ -284,11 +320,49 @@ mod tests {
         let (mut dog, mut timer) = dog(false);
         activity.started.store(1, Ordering::Relaxed);
         assert_eq!(observe(&mut dog, &activity, &mut timer), Wait::Idle);
-        let first = timer.deadline();
+        let first = dog.deadline();
         std::thread::sleep(Duration::from_millis(5));
         activity.started.store(2, Ordering::Relaxed);
         assert_eq!(observe(&mut dog, &activity, &mut timer), Wait::Idle);
-        assert!(timer.deadline() > first, "the idle wait starts again");
+        assert!(dog.deadline() > first, "the idle wait starts again");
+    }
+
+    /// Guards against a timer that was left at an earlier deadline (the first head's, while
+    /// the idle wait after an answer is later) closing the connection before its wait is over,
+    /// and against one that fired being left unarmed.
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_that_fires_before_the_deadline_moves_to_it() {
+        let activity = Activity::default();
+        let (mut dog, mut timer) = dog(true);
+        let head_until = timer.deadline();
+        activity.in_flight.store(1, Ordering::Relaxed);
+        observe(&mut dog, &activity, &mut timer);
+        activity.in_flight.store(0, Ordering::Relaxed);
+        assert_eq!(observe(&mut dog, &activity, &mut timer), Wait::Idle);
+        assert_eq!(
+            timer.deadline(),
+            head_until,
+            "a later deadline leaves the timer"
+        );
+
+        timer.as_mut().await;
+        assert!(
+            !dog.due(timer.as_mut()),
+            "fired at the head's deadline, 73 s early"
+        );
+        assert_eq!(
+            timer.deadline(),
+            dog.deadline(),
+            "and moved to the idle one"
+        );
+        timer.as_mut().await;
+        assert!(dog.due(timer.as_mut()));
+
+        // A fired timer is set again even for a later deadline.
+        activity.started.store(1, Ordering::Relaxed);
+        assert_eq!(observe(&mut dog, &activity, &mut timer), Wait::Idle);
+        assert_eq!(timer.deadline(), dog.deadline());
+        assert!(!timer.is_elapsed());
     }
 
     /// Guards against HTTP/2 pings (bytes on an idle connection) keeping it open or being
@@ -301,10 +375,10 @@ mod tests {
         observe(&mut dog, &activity, &mut timer);
         activity.in_flight.store(0, Ordering::Relaxed);
         assert_eq!(observe(&mut dog, &activity, &mut timer), Wait::Idle);
-        let idle_until = timer.deadline();
+        let idle_until = dog.deadline();
         activity.read.store(true, Ordering::Relaxed);
         assert_eq!(observe(&mut dog, &activity, &mut timer), Wait::Idle);
-        assert_eq!(timer.deadline(), idle_until);
+        assert_eq!(dog.deadline(), idle_until);
         dog.closing();
         assert!(!dog.armed());
     }
