@@ -15,6 +15,7 @@
 #   GATEWAY_BIN=/path/to/kwikid-gateway bash benches/count.sh gateway
 #   KEEP_PROFILE=/tmp/gw.callgrind bash benches/count.sh gateway   # keep callgrind's profile
 #   SYSCALLS=strace bash benches/count.sh gateway   # syscalls by call, through strace
+#   CACHE_SIM=1 bash benches/count.sh gateway       # also L1 cache misses (callgrind's model)
 #
 # The load is oha with 64 connections (REQUESTS in all), on LOAD_CPU with the mock; the proxy
 # runs on PROXY_CPU. Needs: bash benches/install.sh, valgrind, and linux-perf for the
@@ -152,7 +153,9 @@ stop_pid "$proxy_pid"
 
 say "$who: instructions per request under callgrind ($requests requests, slow)"
 sed -i 's/^master_process on;/master_process off;/' "$work/nginx/nginx.conf"
-start_proxy valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out"
+cache_sim=()
+[ "${CACHE_SIM:-0}" = 0 ] || cache_sim=(--cache-sim=yes)
+start_proxy valgrind --tool=callgrind "${cache_sim[@]}" --callgrind-out-file="$work/callgrind.out"
 load 1000 warm-up
 callgrind_control -z "$proxy_pid" >/dev/null 2>&1
 load "$requests"
@@ -165,6 +168,13 @@ done
 [ -n "$dump" ] || die "callgrind wrote no dump"
 total=$(awk '/^totals:/ { print $2; exit }' "$dump")
 echo "instructions per request: $((total / requests))"
+if [ "${CACHE_SIM:-0}" != 0 ]; then
+    # events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw (callgrind's simulated L1 and last level)
+    awk -v n="$requests" '/^totals:/ {
+        printf "L1 misses per request: instruction %d, data read %d, data write %d\n", $5 / n, $6 / n, $7 / n
+        printf "estimated cost per request (instructions + 10 x L1 misses): %d\n", ($2 + 10 * ($5 + $6 + $7)) / n
+        exit }' "$dump"
+fi
 if [ -n "${KEEP_PROFILE:-}" ]; then
     cp "$dump" "$KEEP_PROFILE"
     say "callgrind profile kept in $KEEP_PROFILE (callgrind_annotate --inclusive=yes $KEEP_PROFILE)"

@@ -10,7 +10,7 @@
 #                               # benches/results/latest.md
 #
 # Knobs (environment): ROUNDS=3 DURATION=10 RATE=1000 RATE_DURATION=10 CONNS=64
-# IDLE_CONNS=1000 WARMUP=2 PROXY_CPU=0 LOAD_CPU=1 KEEP_WORKDIR=0 OUT=benches/results/latest.md
+# IDLE_CONNS=1000 WARMUP=2 PAIRS=10 SLICE=3 PROXY_CPU=0 LOAD_CPU=1 KEEP_WORKDIR=0 OUT=benches/results/latest.md
 # H2=1 H2_REQUESTS=10000*DURATION H2_CONNS=8 H2_STREAMS=8 H2_MAX_SECONDS=6*DURATION+30
 # GATEWAY_BIN=target/release/kwikid-gateway MOCK_BIN=target/release/kwikid-mock (either set:
 # that one is not built)
@@ -26,6 +26,10 @@ RATE_DURATION=${RATE_DURATION:-10}
 CONNS=${CONNS:-64}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 WARMUP=${WARMUP:-2}
+# Interleaved CPU phase (gateway and nginx both contenders): PAIRS pairs of SLICE-second
+# max-load slices. PAIRS=0 leaves it out.
+PAIRS=${PAIRS:-10}
+SLICE=${SLICE:-3}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
@@ -109,6 +113,27 @@ cpu_ticks() {
     local pid total=0 t
     for pid in "$@"; do
         t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+# utime alone (clock ticks) summed over the given PIDs: the user-space share of cpu_ticks.
+user_ticks() {
+    local pid total=0 t
+    for pid in "$@"; do
+        t=$(awk '{ sub(/^.*\) /, ""); print $12 }' "/proc/$pid/stat")
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+# Minor page faults summed over the given PIDs: pages the kernel had to map (again), each a
+# trap into the kernel that the proxy's system time pays for.
+minor_faults() {
+    local pid total=0 t
+    for pid in "$@"; do
+        t=$(awk '{ sub(/^.*\) /, ""); print $8 }' "/proc/$pid/stat")
         total=$((total + t))
     done
     echo "$total"
@@ -365,11 +390,13 @@ measure() {
     [ "$who" != gateway_redis ] || check_redis "$round" warm-up
 
     say "round $round: $who: max req/s, $CONNS connections, ${DURATION}s"
-    [ "$who" = floor ] || before=$(cpu_ticks "${cpu_pids[@]}")
+    [ "$who" = floor ] || before=$(cpu_ticks "${cpu_pids[@]}") user_before=$(user_ticks "${cpu_pids[@]}") \
+        faults_before=$(minor_faults "${cpu_pids[@]}")
     [ "$who" != gateway_redis ] || redis_before=$(cpu_ticks "$redis_pid")
     host_before=$(host_clock)
     run_wrk "$DURATION" "$url" "$auth" >"$log.wrk" 2>&1 || die "wrk failed ($who)"
-    [ "$who" = floor ] || after=$(cpu_ticks "${cpu_pids[@]}")
+    [ "$who" = floor ] || after=$(cpu_ticks "${cpu_pids[@]}") user_after=$(user_ticks "${cpu_pids[@]}") \
+        faults_after=$(minor_faults "${cpu_pids[@]}")
     record "$round" "$who" steal_pct_max "$(steal_pct "$host_before" "$(host_clock)")"
     requests=$(bench_field requests "$log.wrk")
     local duration_us
@@ -387,6 +414,8 @@ measure() {
     fi
     if [ "$who" != floor ]; then
         record "$round" "$who" cpu_us_max "$(us_per_request $((after - before)) "$requests")"
+        record "$round" "$who" user_us_max "$(us_per_request $((user_after - user_before)) "$requests")"
+        record "$round" "$who" faults_per_1k_max "$(awk -v f="$((faults_after - faults_before))" -v n="$requests" 'BEGIN { printf "%.1f", f * 1000 / n }')"
     fi
     if [ "$who" = gateway_redis ]; then
         record_redis_cpu "$round" redis_cpu_us_max "$redis_before" "$requests"
@@ -519,6 +548,61 @@ done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 elapsed=$(($(date +%s) - t0))
 
+# ---------------------------------------------------------------------------- interleaved
+# CPU per request, gateway and nginx in alternating SLICE-second slices of the max-load phase,
+# both running the whole time: the host's speed drifts (neighbours, frequency) by up to ±20 %
+# between the rounds' 10-second phases, for the same binary, and a drift that slow hits the
+# two slices of a pair nearly alike. Each pair gives one gateway / nginx ratio; the report
+# takes their median. The on-CPU time is the kernel's per-thread schedstat (ns), summed.
+on_cpu_ns() {
+    local pid total=0 t f
+    for pid in "$@"; do
+        for f in /proc/"$pid"/task/*/schedstat; do
+            read -r t _ <"$f" || continue
+            total=$((total + t))
+        done
+    done
+    echo "$total"
+}
+
+has_contender() {
+    local c
+    for c in "${contenders[@]}"; do [ "$c" = "$1" ] && return 0; done
+    return 1
+}
+
+if [ "$PAIRS" -gt 0 ] && has_contender gateway && has_contender nginx; then
+    start_gateway
+    gateway_pid=$proxy_pid gateway_url="http://127.0.0.1:$proxy_port$ROUTE"
+    start_nginx
+    nginx_pids=("${cpu_pids[@]}") nginx_main=$proxy_pid nginx_url="http://127.0.0.1:$proxy_port$ROUTE"
+    say "interleaved: warm-up ${WARMUP}s each"
+    run_wrk "$WARMUP" "$gateway_url" >"$work/pair-warmup-gateway" 2>&1 || die "wrk failed (gateway warm-up)"
+    run_wrk "$WARMUP" "$nginx_url" >"$work/pair-warmup-nginx" 2>&1 || die "wrk failed (nginx warm-up)"
+    for ((pair = 1; pair <= PAIRS; pair++)); do
+        say "interleaved: pair $pair of $PAIRS, ${SLICE}s each"
+        order=(gateway nginx)
+        [ $((pair % 2)) = 1 ] || order=(nginx gateway)
+        for who in "${order[@]}"; do
+            if [ "$who" = gateway ]; then pids=("$gateway_pid") url=$gateway_url; else pids=("${nginx_pids[@]}") url=$nginx_url; fi
+            log=$work/pair$pair-$who
+            before=$(on_cpu_ns "${pids[@]}")
+            run_wrk "$SLICE" "$url" >"$log" 2>&1 || die "wrk failed ($who, pair $pair)"
+            after=$(on_cpu_ns "${pids[@]}")
+            requests=$(bench_field requests "$log")
+            non200=$(bench_field non200 "$log")
+            socket_errors=$(bench_field socket_errors "$log")
+            if [ -z "$requests" ] || [ "$requests" -eq 0 ]; then die "no requests completed ($who, pair $pair); see $log"; fi
+            record "p$pair" "$who" non200 "$non200"
+            record "p$pair" "$who" socket_errors "$socket_errors"
+            [ "$non200" = 0 ] && [ "$socket_errors" = 0 ] || invalid=1
+            record "p$pair" "$who" cpu_us_pair "$(awk -v t="$((after - before))" -v n="$requests" 'BEGIN { printf "%.2f", t / 1000 / n }')"
+        done
+    done
+    stop_pid "$nginx_main"
+    stop_pid "$gateway_pid"
+fi
+
 # ---------------------------------------------------------------------------- report
 mkdir -p "$(dirname "$OUT")"
 {
@@ -527,6 +611,8 @@ mkdir -p "$(dirname "$OUT")"
     echo "rate=$RATE"
     echo "rate_duration_s=$RATE_DURATION"
     echo "conns=$CONNS"
+    echo "pairs=$PAIRS"
+    echo "slice_s=$SLICE"
     echo "idle_conns=$IDLE_CONNS"
     echo "proxy_cpu=$PROXY_CPU"
     echo "proxy_cpus=$proxy_cpus"
