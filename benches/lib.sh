@@ -96,12 +96,13 @@ need_tools() {
 # set nothing is compiled, so a checkout that does not build can still be measured with
 # binaries built elsewhere.
 build_release() {
-    local target_dir=${CARGO_TARGET_DIR:-$repo/target} bins=()
+    local target_dir=${CARGO_TARGET_DIR:-$repo/target/pgo} bins=()
     [ -n "${GATEWAY_BIN:-}" ] || bins+=(--bin kwikid-gateway)
     [ -n "${MOCK_BIN:-}" ] || bins+=(--bin kwikid-mock)
     if [ "${#bins[@]}" -gt 0 ]; then
-        say "building: cargo build --release --locked ${bins[*]}"
-        (cd "$repo" && cargo build --release --locked "${bins[@]}") >&2 \
+        # The production build (profile-guided, into target/pgo): what operators run.
+        say "building: bash deploy/build.sh ${bins[*]}"
+        bash "$repo/deploy/build.sh" "${bins[@]}" >&2 \
             || die "release build failed (GATEWAY_BIN and MOCK_BIN can name binaries built elsewhere)"
     fi
     gateway_bin=${GATEWAY_BIN:-$target_dir/release/kwikid-gateway}
