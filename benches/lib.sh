@@ -144,6 +144,30 @@ start_server() {
     wait_port "$port" "$server_pid" "$wait" || { tail -5 "$err" >&2; die "$1 did not start on :$port"; }
 }
 
+# kwikid-gateway config for count.sh, order.sh and pgo.sh in $1: listening on $2, admin on $3,
+# the mock ($mock_port, CA in $work/ca.pem) as upstream with 64 pooled connections, limits far
+# above any load, idle callers kept 60 s; $4 (optional) is appended, a [log] section say.
+write_load_config() {
+    cat >"$1" <<EOF
+[listen]
+addr = "127.0.0.1:$2"
+header_read_timeout = "60s"
+max_connections = 4096
+[admin]
+addr = "127.0.0.1:$3"
+[upstream]
+base_url = "https://localhost:$mock_port"
+ca_file = "$work/ca.pem"
+pool_max_idle_per_host = 64
+[token]
+env = "KWIKID_API_TOKEN"
+[rate_limit]
+global = { per_second = 1000000, burst = 1000000 }
+per_caller = { per_second = 1000000, burst = 1000000 }
+${4:-}
+EOF
+}
+
 # nginx.conf for the side-by-side job in $1 (with $1/tmp): listening on $2 (HTTP/1.1) and on
 # ${6:-a free port} (h2c, prior knowledge), in front of the mock on $3 (trusting the CA in $4),
 # injecting token $5. Readable by its owner only: it holds the token.

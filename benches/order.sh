@@ -38,27 +38,9 @@ export KWIKID_API_TOKEN=$token
 start_mock "$mock_bin" "$LOAD_CPU" "$work"
 port=$(free_port)
 admin_port=$(free_port)
-cat >"$work/gateway.toml" <<EOF
-[listen]
-addr = "127.0.0.1:$port"
-header_read_timeout = "60s"
-max_connections = 4096
-[admin]
-addr = "127.0.0.1:$admin_port"
-[upstream]
-base_url = "https://localhost:$mock_port"
-ca_file = "$work/ca.pem"
-pool_max_idle_per_host = 64
-[token]
-env = "KWIKID_API_TOKEN"
-[rate_limit]
-global = { per_second = 1000000, burst = 1000000 }
-per_caller = { per_second = 1000000, burst = 1000000 }
-caller_header = "x-caller-id"
-[log]
-level = "warn"
-format = "json"
-EOF
+write_load_config "$work/gateway.toml" "$port" "$admin_port" "[log]
+level = \"warn\"
+format = \"json\""
 
 say "gateway under callgrind: start-up, requests, idle callers, admin endpoints"
 start_server "$PROXY_CPU" "$work/access.log" "$work/gateway.err" "$port" 120 \

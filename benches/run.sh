@@ -108,36 +108,24 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# utime + stime (clock ticks) summed over the given PIDs; includes exited threads.
-cpu_ticks() {
-    local pid total=0 t
+# /proc/PID/stat fields summed over PIDs $2...: $1 is an awk expression over the fields after
+# the command name ($1 there is the state, field 3 of proc(5)). Exited threads are included.
+stat_sum() {
+    local expr=$1 pid total=0 t
+    shift
     for pid in "$@"; do
-        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")
+        t=$(awk "{ sub(/^.*\\) /, \"\"); print $expr }" "/proc/$pid/stat")
         total=$((total + t))
     done
     echo "$total"
 }
-
-# utime alone (clock ticks) summed over the given PIDs: the user-space share of cpu_ticks.
-user_ticks() {
-    local pid total=0 t
-    for pid in "$@"; do
-        t=$(awk '{ sub(/^.*\) /, ""); print $12 }' "/proc/$pid/stat")
-        total=$((total + t))
-    done
-    echo "$total"
-}
-
-# Minor page faults summed over the given PIDs: pages the kernel had to map (again), each a
-# trap into the kernel that the proxy's system time pays for.
-minor_faults() {
-    local pid total=0 t
-    for pid in "$@"; do
-        t=$(awk '{ sub(/^.*\) /, ""); print $8 }' "/proc/$pid/stat")
-        total=$((total + t))
-    done
-    echo "$total"
-}
+# utime + stime, clock ticks.
+cpu_ticks() { stat_sum '$12 + $13' "$@"; }
+# utime alone: the user-space share of cpu_ticks.
+user_ticks() { stat_sum '$12' "$@"; }
+# Minor page faults: pages the kernel had to map (again), each a trap into the kernel that
+# the proxy's system time pays for.
+minor_faults() { stat_sum '$8' "$@"; }
 
 # "steal ticks, ns": the clock ticks the hypervisor gave this machine's CPUs to other guests
 # (/proc/stat, summed over all CPUs) and the wall clock. A phase that lost a large share of its
