@@ -415,8 +415,9 @@ def other_asserts(deploy, ctr):
             return f"ENTRYPOINT {last['ENTRYPOINT']}"
         if yaml.safe_load(last["CMD"]) != ctr["args"]:
             return f"CMD {last['CMD']} differs from the Deployment's args {ctr['args']}"
-        if not re.search(r"cargo build --release --locked --target x86_64-unknown-linux-musl", docker_text):
-            return "the builder does not run cargo build --release --locked for musl"
+        # deploy/build.sh: the production build (cargo build --release --locked, profile-guided).
+        if not re.search(r"bash deploy/build\.sh --target x86_64-unknown-linux-musl", docker_text):
+            return "the builder does not run deploy/build.sh (the production build) for musl"
 
     check("Dockerfile: distroless/scratch, USER 65532, EXPOSE 8080 9090, CMD = Deployment args", dockerfile)
 
