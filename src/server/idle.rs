@@ -137,7 +137,7 @@ pub(super) enum Wait {
 /// The tokio timer is moved only to an *earlier* deadline. A later one (the idle wait after
 /// each answer on a kept connection, nearly every request) is only written down: when the
 /// timer fires before it, [`Watchdog::due`] moves the timer there instead of timing out. So a
-/// busy keep-alive connection does not take the timer wheel's lock twice per request.
+/// busy keep-alive connection does not re-arm tokio's timer after every answer.
 pub(super) struct Watchdog {
     pub(super) wait: Wait,
     /// When the current wait ends; the timer fires at or before it.
