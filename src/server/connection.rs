@@ -251,11 +251,10 @@ where
             return Poll::Ready(Event::Ended(ended.map_err(Into::into)));
         }
         this.dog.observe(this.activity, this.timer.as_mut());
-        if this.dog.armed() {
-            while this.timer.as_mut().poll(cx).is_ready() {
-                if this.dog.due(this.timer.as_mut()) {
-                    return Poll::Ready(Event::Timeout(this.dog.wait));
-                }
+        // A timer that fired before a deadline moved later is re-armed there and polled again.
+        while this.dog.armed() && this.timer.as_mut().poll(cx).is_ready() {
+            if this.dog.due(this.timer.as_mut()) {
+                return Poll::Ready(Event::Timeout(this.dog.wait));
             }
         }
         Poll::Pending
